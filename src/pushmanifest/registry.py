@@ -1,0 +1,444 @@
+"""Async client for one registry: ping, HEAD/GET/PUT manifests, GET blobs, errors decoded.
+
+One :class:`RegistryClient` per registry host holds one ``httpx.AsyncClient`` (one connection pool
+with keep-alive) and one :class:`~pushmanifest.auth.TokenAuth`, so every request of a run shares
+connections and tokens. Register every scope the run needs with :meth:`RegistryClient.add_scope`
+before the first request: the token request made by :meth:`RegistryClient.ping` then asks for all
+of them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+import httpx
+
+from .auth import Credentials, TokenAuth
+from .errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    NetworkError,
+    RegistryError,
+)
+from .manifest import MANIFEST_MEDIA_TYPES, Descriptor, sha256_digest
+from .reference import Reference
+
+log = logging.getLogger("pushmanifest")
+
+#: The OCI image spec's limit for a manifest; a larger body is refused rather than read.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+
+ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to reach registries; shared by every :class:`RegistryClient` of a run."""
+
+    plain_http: bool = False
+    insecure: bool = False
+    ca_file: Optional[str] = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_concurrency: int = 16
+    #: Replaces the network transport (tests: respx, fault injection).
+    transport: Optional[httpx.AsyncBaseTransport] = None
+    user_agent: str = "pushmanifest"
+
+
+class RegistryClient:
+    """Talks to one registry. Use as an async context manager, or call :meth:`aclose`."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Optional[Credentials] = None,
+        options: Optional[ClientOptions] = None,
+    ) -> None:
+        self.registry = registry
+        self.options = options or ClientOptions()
+        self.credentials = credentials
+        self.host = Reference(registry=registry, repository="x").api_host
+        self.loopback = Reference(registry=registry, repository="x").is_loopback
+        self.auth = TokenAuth(
+            credentials,
+            allow_insecure_credentials=self.options.plain_http or self.options.insecure,
+        )
+        self._scheme: Optional[str] = "http" if self.options.plain_http else None
+        self._ping_lock = asyncio.Lock()
+        self._pinged = False
+        self._limit = asyncio.Semaphore(max(1, self.options.max_concurrency))
+        self._client = self._make_client()
+
+    @property
+    def user(self) -> Optional[str]:
+        return self.credentials.username if self.credentials else None
+
+    def _make_client(self) -> httpx.AsyncClient:
+        opts = self.options
+        verify: ssl.SSLContext | bool
+        if opts.insecure:
+            verify = False
+        elif opts.ca_file:
+            verify = ssl.create_default_context(cafile=opts.ca_file)
+        else:
+            verify = True
+        limit = max(1, opts.max_concurrency)
+        return httpx.AsyncClient(
+            auth=self.auth,
+            verify=verify,
+            timeout=httpx.Timeout(opts.read_timeout, connect=opts.connect_timeout),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            headers={"User-Agent": opts.user_agent},
+            transport=opts.transport,
+            # Blob GETs redirect to storage hosts; httpx drops Authorization on a cross-origin
+            # redirect, which is what we want.
+            follow_redirects=True,
+        )
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def add_scope(self, repository: str, actions: str) -> None:
+        """Ask for ``actions`` ("pull" or "pull,push") on ``repository`` in the run's token."""
+        self.auth.add_scopes([f"repository:{repository}:{actions}"])
+
+    def image(self, repository: str, reference: str = "") -> str:
+        """How messages name an image of this registry: ``host/repo[:tag|@digest]``."""
+        name = Reference(registry=self.registry, repository=repository).familiar()
+        if not reference:
+            return name
+        sep = "@" if ":" in reference else ":"
+        return f"{name}{sep}{reference}"
+
+    # -- connection set-up ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Learn the scheme and the auth the registry wants; fetch the run's token once."""
+        async with self._ping_lock:
+            if self._pinged:
+                return
+            response = await self._ping_once()
+            if response.status_code == 401:
+                await self.auth.prime(self._client, response)
+            elif response.status_code >= 400 and response.status_code != 404:
+                # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
+                log.debug("ping %s answered %d", self.host, response.status_code)
+            self._pinged = True
+
+    async def _ping_once(self) -> httpx.Response:
+        if self._scheme is None:
+            if not self.loopback:
+                self._scheme = "https"
+            else:
+                # As Docker does for loopback registries: HTTPS first, plain HTTP when the
+                # server does not speak TLS at all (a certificate error stays an error).
+                try:
+                    response = await self._send_ping("https")
+                    self._scheme = "https"
+                    return response
+                except NetworkError as exc:
+                    if not _is_tls_protocol_error(exc.__cause__):
+                        raise
+                    log.debug("%s does not speak TLS; using plain HTTP", self.host)
+                    self._scheme = "http"
+        return await self._send_ping(self._scheme)
+
+    async def _send_ping(self, scheme: str) -> httpx.Response:
+        url = f"{scheme}://{self.host}/v2/"
+        # The ping goes without auth: its 401 is how we learn the challenge.
+        response, _ = await self._request(
+            "GET", url, operation="connect to", image=self.host, auth=None, cap=MAX_ERROR_BYTES
+        )
+        return response
+
+    def _url(self, path: str) -> str:
+        assert self._scheme is not None, "ping() first"
+        return f"{self._scheme}://{self.host}/v2/{path}"
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def head_manifest(self, repository: str, reference: str) -> Optional[Descriptor]:
+        """Digest, size and media type of a manifest without downloading it; None when absent.
+
+        Falls back to a GET (and hashes the body) only when the registry leaves out the headers.
+        A HEAD does not count against Docker Hub's pull rate limit; a GET does.
+        """
+        await self.ping()
+        image = self.image(repository, reference)
+        response, _ = await self._request(
+            "HEAD",
+            self._url(f"{repository}/manifests/{reference}"),
+            headers={"Accept": ACCEPT_MANIFESTS},
+            operation="resolve",
+            image=image,
+            cap=MAX_ERROR_BYTES,
+        )
+        if response.status_code == 404:
+            return None
+        self._raise_for_status(response, "resolve", image)
+        digest = response.headers.get("Docker-Content-Digest", "")
+        length = response.headers.get("Content-Length", "")
+        media_type = _media_type(response.headers)
+        if not digest or not length.isdigit() or not media_type:
+            log.debug("%s: HEAD without digest/size/type headers; falling back to GET", image)
+            _, descriptor = await self.get_manifest(repository, reference)
+            return descriptor
+        if reference.startswith("sha256:") and digest != reference:
+            raise DigestMismatchError(
+                f"{image}: the registry answered with digest {digest}",
+                operation="resolve",
+                image=image,
+            )
+        return Descriptor(media_type=media_type, digest=digest, size=int(length))
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Descriptor]:
+        """The manifest's exact bytes, checked against the digest asked for or announced."""
+        await self.ping()
+        image = self.image(repository, reference)
+        response, body = await self._request(
+            "GET",
+            self._url(f"{repository}/manifests/{reference}"),
+            headers={"Accept": ACCEPT_MANIFESTS},
+            operation="read the manifest of",
+            image=image,
+            cap=MAX_MANIFEST_BYTES,
+        )
+        self._raise_for_status(response, "read the manifest of", image, body)
+        digest = sha256_digest(body)
+        expected = reference if reference.startswith("sha256:") else None
+        expected = expected or response.headers.get("Docker-Content-Digest") or None
+        if expected and expected.startswith("sha256:") and expected != digest:
+            raise DigestMismatchError(
+                f"{image}: the manifest's content hashes to {digest}, not {expected}",
+                operation="read",
+                image=image,
+            )
+        media_type = _media_type(response.headers) or _media_type_of_body(body)
+        return body, Descriptor(media_type=media_type, digest=digest, size=len(body))
+
+    async def get_blob(self, repository: str, digest: str, *, cap: int = MAX_CONFIG_BYTES) -> bytes:
+        """A (small) blob such as an image config, checked against its digest."""
+        await self.ping()
+        image = self.image(repository, digest)
+        response, body = await self._request(
+            "GET",
+            self._url(f"{repository}/blobs/{digest}"),
+            operation="read the config of",
+            image=image,
+            cap=cap,
+        )
+        self._raise_for_status(response, "read blob of", image, body)
+        if digest.startswith("sha256:") and sha256_digest(body) != digest:
+            raise DigestMismatchError(
+                f"{image}: blob content does not match its digest",
+                operation="read",
+                image=image,
+            )
+        return body
+
+    async def put_manifest(
+        self, repository: str, reference: str, data: bytes, media_type: str
+    ) -> str:
+        """PUT a manifest; returns its digest after checking the registry computed the same."""
+        await self.ping()
+        image = self.image(repository, reference)
+        response, body = await self._request(
+            "PUT",
+            self._url(f"{repository}/manifests/{reference}"),
+            headers={"Content-Type": media_type},
+            content=data,
+            operation="push",
+            image=image,
+            cap=MAX_ERROR_BYTES,
+        )
+        self._raise_for_status(response, "push", image, body)
+        local = sha256_digest(data)
+        remote = response.headers.get("Docker-Content-Digest")
+        if remote and remote != local:
+            raise DigestMismatchError(
+                f"{image}: the registry stored digest {remote}, but the list pushed is {local}",
+                operation="push",
+                image=image,
+            )
+        return local
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        image: str,
+        cap: int,
+        headers: Optional[Mapping[str, str]] = None,
+        content: Optional[bytes] = None,
+        auth: object = httpx.USE_CLIENT_DEFAULT,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send one request under the concurrency bound and read at most ``cap`` body bytes."""
+        request = self._client.build_request(method, url, headers=headers, content=content)
+        async with self._limit:
+            try:
+                response = await self._client.send(
+                    request,
+                    auth=auth,  # type: ignore[arg-type]
+                    stream=True,
+                )
+                try:
+                    body = await _read_capped(response, cap, image)
+                finally:
+                    await response.aclose()
+            except AuthenticationError:
+                raise
+            except httpx.TimeoutException as exc:
+                raise NetworkError(
+                    f"cannot {operation} {image}: {self.host} timed out ({type(exc).__name__})",
+                    operation=operation,
+                    image=image,
+                ) from exc
+            except httpx.TransportError as exc:
+                raise NetworkError(
+                    f"cannot {operation} {image}: {_describe_transport_error(exc, self.host)}",
+                    operation=operation,
+                    image=image,
+                ) from exc
+        for warning in response.headers.get_list("Warning"):
+            log.warning("%s: registry warning: %s", self.host, warning)
+        log.debug("%s %s -> %d", method, url, response.status_code)
+        return response, body
+
+    def _raise_for_status(
+        self, response: httpx.Response, operation: str, image: str, body: bytes = b""
+    ) -> None:
+        if response.status_code < 400:
+            return
+        raise decode_error(
+            response.status_code,
+            body,
+            operation=operation,
+            image=image,
+            user=self.user,
+        )
+
+
+def decode_error(
+    status: int, body: bytes, *, operation: str, image: str, user: Optional[str]
+) -> RegistryError:
+    """One clear line from a registry error: what was refused, to whom, and why."""
+    code, detail = _error_code_and_message(body)
+    who = f"user '{user}'" if user else "anonymous"
+    cls: type[RegistryError] = RegistryError
+    if status in (401, 403) or code in ("DENIED", "UNAUTHORIZED"):
+        cls = AuthenticationError
+        verb = {"push": "push to", "resolve": "read"}.get(operation, operation)
+        hint = "" if user else " (log in: docker login, or --username/--password-stdin)"
+        reason = f" ({detail})" if detail else ""
+        label = "denied" if status == 403 or code == "DENIED" else "unauthorized"
+        message = f"{label}: {who} may not {verb} {image}{reason}{hint}"
+    elif status == 429:
+        message = f"cannot {operation} {image}: too many requests (429){_suffix(detail)}"
+    else:
+        what = f"{code.lower()}: " if code else ""
+        message = f"cannot {operation} {image}: {what}HTTP {status}{_suffix(detail)}"
+    return cls(message, operation=operation, image=image, user=user, status=status, code=code)
+
+
+def _suffix(detail: str) -> str:
+    return f" ({detail})" if detail else ""
+
+
+def _error_code_and_message(body: bytes) -> tuple[Optional[str], str]:
+    if not body:
+        return None, ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+        return None, text[:200] + ("..." if len(text) > 200 else "")
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            code = str(first.get("code", "")) or None
+            message = str(first.get("message", "") or "")
+            detail = first.get("detail")
+            if isinstance(detail, (str, int)) and str(detail) and str(detail) not in message:
+                message = f"{message}: {detail}" if message else str(detail)
+            return code, message[:300]
+        for key in ("details", "detail", "message", "error"):
+            if isinstance(data.get(key), str):
+                return None, str(data[key])[:300]
+    return None, ""
+
+
+async def _read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
+    if response.request.method == "HEAD":
+        return b""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap and response.status_code < 400:
+        raise RegistryError(
+            f"{image}: the registry sent {declared} bytes, more than the {cap} allowed",
+            image=image,
+        )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > cap:
+            if response.status_code >= 400:
+                # An oversized error body is truncated, not an error of its own.
+                break
+            raise RegistryError(
+                f"{image}: the registry sent more than the {cap} bytes allowed", image=image
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(headers: httpx.Headers) -> str:
+    return headers.get("Content-Type", "").split(";", 1)[0].strip()
+
+
+def _media_type_of_body(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    value = data.get("mediaType", "") if isinstance(data, dict) else ""
+    return value if isinstance(value, str) else ""
+
+
+def _is_tls_protocol_error(exc: Optional[BaseException]) -> bool:
+    """True when the server answered a TLS hello with something that is not TLS."""
+    text = str(exc).lower()
+    markers = ("wrong version number", "record layer failure", "unexpected eof", "http request")
+    return isinstance(exc, httpx.ConnectError) and any(m in text for m in markers)
+
+
+def _describe_transport_error(exc: httpx.TransportError, host: str) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"the TLS certificate of {host} is not trusted ({text.split(']')[-1].strip()}); "
+            "pass --ca-file with its CA, or --insecure to skip verification"
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {host}: {text}"
+    return f"{host}: {type(exc).__name__}: {text}"
