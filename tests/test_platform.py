@@ -199,6 +199,29 @@ def test_invalid_platforms_name_the_field_and_suggest(
     assert isinstance(info.value, InputError)
 
 
+def test_numbers_from_yaml_are_read_as_text() -> None:
+    platform, notices = normalize_platform("linux", "arm64", 8)  # type: ignore[arg-type]
+    assert platform == Platform("linux", "arm64", "v8")
+    assert notices == ["variant '8' is 'v8'"]
+    windows, _ = normalize_platform("windows", "amd64", os_version=10)  # type: ignore[arg-type]
+    assert windows.os_version == "10"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"os": None, "architecture": "amd64"}, "os"),
+        ({"os": "linux", "architecture": ["amd64"]}, "architecture"),
+        ({"os": "linux", "architecture": "arm", "variant": True}, "variant"),
+        ({"os": "linux", "architecture": "arm", "os_version": {}}, "os.version"),
+    ],
+)
+def test_non_text_values_are_invalid(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidPlatformError, match="must be a string") as info:
+        normalize_platform(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
 def test_optional_fields_are_kept() -> None:
     platform, notices = normalize_platform(
         "windows",

@@ -185,6 +185,10 @@ def normalize_platform(
     'arm64'"). Raises InvalidPlatformError naming the field at fault, with a suggestion.
     """
     notices: list[str] = []
+    # YAML hands over numbers for values like "variant: 8"; anything else is not a name.
+    os = _scalar(os, "os")
+    architecture = _scalar(architecture, "architecture")
+    variant = _scalar(variant, "variant")
     os_name = _normalize_os(os, notices)
     arch, implied_variant = _normalize_architecture(architecture, notices)
     variant_name = _normalize_variant(arch, variant, notices) if variant else ""
@@ -200,7 +204,7 @@ def normalize_platform(
         os=os_name,
         architecture=arch,
         variant=variant_name,
-        os_version=os_version,
+        os_version=_scalar(os_version, "os.version"),
         os_features=_strings(os_features),
         features=_strings(features),
     )
@@ -331,6 +335,16 @@ def _close_match(value: str, choices: Iterable[str]) -> Optional[str]:
 
 def _known(noun: str, names: Iterable[str]) -> str:
     return f"known {noun}: {', '.join(sorted(names))}"
+
+
+def _scalar(value: object, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidPlatformError(
+        f"{field} must be a string, not {type(value).__name__} ({value!r})", field=field
+    )
 
 
 def _string(value: object) -> str:
