@@ -20,7 +20,7 @@ from pushmanifest.auth import (
     normalize_scopes,
 )
 from pushmanifest.auth.token import _parse_rfc3339
-from pushmanifest.errors import AuthenticationError
+from pushmanifest.errors import AuthenticationError, NetworkError
 
 T = TypeVar("T")
 
@@ -118,7 +118,7 @@ class FakeRegistry:
             basic = basic_of(request)
             if basic is not None and self.users.get(basic[0]) != basic[1]:
                 return httpx.Response(401, json={"details": "incorrect username or password"})
-        token = f"tok-{len(self.tokens) + 1}"
+        token = f"tok-{len(self.token_calls)}"
         self.tokens[token] = scopes
         return httpx.Response(200, json=self.token_body(token))
 
@@ -871,3 +871,63 @@ def test_repr_hides_secrets() -> None:
     auth = TokenAuth(Credentials(username="alice", password=Secret(PASSWORD)), scopes=["x:y:z"])
     assert PASSWORD not in repr(auth)
     assert "alice" in repr(auth)
+
+
+def test_resent_request_object_gets_a_fresh_token() -> None:
+    fake = FakeRegistry()
+    clock = FakeClock()
+    auth = TokenAuth(None, scopes=["repository:a:pull"], clock=clock)
+
+    async def go() -> None:
+        async with fake.client(auth) as client:
+            request = client.build_request("GET", manifest("a"))
+            assert (await client.send(request)).status_code == 200
+            clock.now += 1000
+            fake.tokens.clear()
+            # Sent again as is (a caller's retry): the stale header is ours, so it is replaced.
+            assert (await client.send(request)).status_code == 200
+
+    run(go())
+    assert auth.token_requests == 2
+    assert fake.statuses() == [401, 200, 200]
+    assert fake.registry_calls[-1].headers["Authorization"] == "Bearer tok-2"
+
+
+def test_prime_network_error_names_the_token_server() -> None:
+    fake = FakeRegistry()
+    fake.token_route.mock(side_effect=httpx.ConnectError("connection refused"))
+    auth = TokenAuth(None, scopes=["repository:a:pull"])
+
+    async def go() -> None:
+        async with fake.client(auth) as client:
+            await auth.prime(client, await client.get(f"{REGISTRY}/v2/", auth=None))
+
+    with pytest.raises(NetworkError) as info:
+        run(go())
+    assert str(info.value) == (
+        "cannot reach the token server auth.example.com: ConnectError (connection refused)"
+    )
+
+
+def test_401_after_redirect_to_another_host_is_not_ours() -> None:
+    fake = FakeRegistry()
+    fake.registry_route.mock(
+        return_value=httpx.Response(307, headers={"Location": "https://storage.example.com/b"})
+    )
+    storage = fake.router.route(url__startswith="https://storage.example.com/").mock(
+        return_value=httpx.Response(
+            401, headers={"WWW-Authenticate": 'Bearer realm="https://evil.example.com/t"'}
+        )
+    )
+
+    async def go() -> None:
+        async with httpx.AsyncClient(
+            auth=TokenAuth(Credentials(username="alice", password=Secret(PASSWORD))),
+            transport=httpx.MockTransport(fake.router.async_handler),
+            follow_redirects=True,
+        ) as client:
+            assert (await client.get(manifest("a"))).status_code == 401
+
+    run(go())
+    assert storage.call_count == 1
+    assert fake.token_calls == []

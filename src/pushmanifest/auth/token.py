@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Union
 
 import httpx
 
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, NetworkError
 from .challenge import Challenge, parse_www_authenticate
 from .credentials import Credentials, Secret
 
@@ -47,6 +47,8 @@ DEFAULT_EXPIRES_IN = 60.0
 EXPIRY_MARGIN = 10.0
 CLIENT_ID = "pushmanifest"
 _DETAIL_LIMIT = 200
+#: Request extension marking an Authorization header as set by us (not by the caller).
+_MARK = "pushmanifest.auth"
 
 Clock = Callable[[], float]
 _Origin = tuple[str, str, int]
@@ -309,7 +311,17 @@ class TokenAuth(httpx.Auth):
             exchange = self._exchange(plan, origin_request)
             token_request = next(exchange)
             while True:
-                token_response = await client.send(token_request, auth=None)
+                try:
+                    token_response = await client.send(token_request, auth=None)
+                except httpx.TransportError as exc:
+                    where = _netloc(token_request.url)
+                    raise NetworkError(
+                        f"cannot reach the token server {where}: {type(exc).__name__}"
+                        + (f" ({_one_line(str(exc))})" if str(exc) else ""),
+                        operation="authenticate",
+                        image=where,
+                        user=self._user,
+                    ) from exc
                 try:
                     token_request = exchange.send(token_response)
                 except StopIteration:
@@ -320,8 +332,8 @@ class TokenAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if "Authorization" in request.headers:
-            yield request  # the caller chose; not ours to override
+        if not self._take_over(request):
+            yield request  # the caller chose its Authorization; not ours to override
             return
         origin = _origin(request.url)
         plan = self._proactive(origin)
@@ -358,7 +370,7 @@ class TokenAuth(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """The same flow for a sync ``httpx.Client`` (threads instead of tasks)."""
-        if "Authorization" in request.headers:
+        if not self._take_over(request):
             yield request
             return
         origin = _origin(request.url)
@@ -395,6 +407,20 @@ class TokenAuth(httpx.Auth):
             retried = True
 
     # -- decisions (no I/O) ------------------------------------------------------------------
+
+    @staticmethod
+    def _take_over(request: httpx.Request) -> bool:
+        """Whether we handle the request's auth: not when its caller set Authorization itself.
+
+        A header we set on an earlier send of the same request object is ours, and is dropped:
+        the token in it may have expired since.
+        """
+        if "Authorization" not in request.headers:
+            return True
+        if request.extensions.get(_MARK):
+            del request.headers["Authorization"]
+            return True
+        return False
 
     def _proactive(self, origin: _Origin) -> Optional[_Plan]:
         host = self._hosts.get(origin)
@@ -515,16 +541,19 @@ class TokenAuth(httpx.Auth):
             assert creds is not None and creds.username and creds.password is not None
             self._check_transport(request.url, "send the credentials of")
             request.headers["Authorization"] = _basic(creds.username, creds.password.reveal())
+            request.extensions[_MARK] = True
             return "basic"
         if plan.kind == "static":
             assert creds is not None and creds.registry_token is not None
             self._check_transport(request.url, "send the registry token of")
             request.headers["Authorization"] = f"Bearer {creds.registry_token.reveal()}"
+            request.extensions[_MARK] = True
             return "static"
         assert token is not None
         if token.authenticated:
             self._check_transport(request.url, "send a token obtained with the credentials of")
         request.headers["Authorization"] = f"Bearer {token.value.reveal()}"
+        request.extensions[_MARK] = True
         return token
 
     def _check_transport(self, url: httpx.URL, doing: str) -> None:
