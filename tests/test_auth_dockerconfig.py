@@ -324,6 +324,12 @@ def test_helper_not_found_falls_through(tmp_path: Path, helper_dir: Path) -> Non
     assert config.credentials_for("none.example") is None
 
 
+def test_helper_not_found_with_status_0(tmp_path: Path, helper_dir: Path) -> None:
+    make_helper(helper_dir, "lax", 'echo "credentials not found in native keychain"')
+    path = write_config(tmp_path, {"credsStore": "lax"})
+    assert load_docker_config(path).credentials_for("h.example") is None
+
+
 def test_helper_failure_falls_through_with_warning(
     tmp_path: Path, helper_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

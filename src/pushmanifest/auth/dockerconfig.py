@@ -296,6 +296,10 @@ def run_credential_helper(
         else:
             log.warning("%s get failed for %s: %s", program, server_url, first)
         return None
+    if _NOT_FOUND in stdout.lower():
+        # Some helpers say so with exit status 0.
+        log.debug("%s has no credentials for %s", program, server_url)
+        return None
     try:
         data = json.loads(stdout)
     except ValueError:
