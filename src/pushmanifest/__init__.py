@@ -47,7 +47,37 @@ _EXPORTS = {
     "MissingSourcesError": "errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "AuthenticationError",
+    "ClientOptions",
+    "Credentials",
+    "Descriptor",
+    "DigestMismatchError",
+    "InputError",
+    "InvalidPlatformError",
+    "InvalidReferenceError",
+    "ManifestEntrySpec",
+    "ManifestList",
+    "ManifestListSpec",
+    "MissingSourcesError",
+    "NetworkError",
+    "Platform",
+    "PushManifestError",
+    "PushOptions",
+    "PushResult",
+    "PushedEntry",
+    "Reference",
+    "RegistryClient",
+    "RegistryError",
+    "Secret",
+    "SpecError",
+    "__version__",
+    "build_manifest_list",
+    "load_spec_file",
+    "load_spec_text",
+    "push",
+    "push_async",
+]
 
 if TYPE_CHECKING:
     from .auth import Credentials, Secret

@@ -260,11 +260,12 @@ def _credentials(args: argparse.Namespace) -> Optional[Credentials]:
         if not password:
             raise InputError("--password-stdin: standard input held no password")
     elif password is not None:
-        log.warning("--password on the command line is visible to other users; "
-                    "use --password-stdin")
+        log.warning(
+            "--password on the command line is visible to other users; use --password-stdin"
+        )
     if (args.username is None) != (password is None):
         raise InputError("--username and a password go together (--password-stdin)")
-    if args.username is None:
+    if args.username is None or password is None:
         return None
     return Credentials(username=args.username, password=Secret(password), source="--username")
 
@@ -286,4 +287,3 @@ def _print_result(result: PushResult, *, as_json: bool) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
-

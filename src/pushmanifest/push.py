@@ -138,7 +138,9 @@ async def push_async(
         return await run.push(spec_list)
 
 
-def push(specs: SpecInput, options: Optional[PushOptions] = None, **kwargs: Any) -> list[PushResult]:
+def push(
+    specs: SpecInput, options: Optional[PushOptions] = None, **kwargs: Any
+) -> list[PushResult]:
     """Synchronous :func:`push_async`, for scripts. Not for use inside a running event loop."""
     try:
         asyncio.get_running_loop()
@@ -220,9 +222,7 @@ class _Run:
         resolved = [self._check_sources(spec, found) for spec in specs]
         await self._fill_platforms([r for rs in resolved for r in rs])
 
-        lists = [
-            self._build(spec, entries) for spec, entries in zip(specs, resolved)
-        ]
+        lists = [self._build(spec, entries) for spec, entries in zip(specs, resolved)]
 
         results: list[PushResult] = []
         writes: list[Awaitable[str]] = []
@@ -417,7 +417,9 @@ def _json_object(body: bytes, image: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except ValueError as exc:
-        raise RegistryError(f"{image}: the registry sent invalid JSON ({exc})", image=image) from exc
+        raise RegistryError(
+            f"{image}: the registry sent invalid JSON ({exc})", image=image
+        ) from exc
     if not isinstance(data, dict):
         raise RegistryError(f"{image}: the registry sent JSON that is not an object", image=image)
     return data

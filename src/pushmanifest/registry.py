@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ class RegistryClient:
         url = f"{scheme}://{self.host}/v2/"
         # The ping goes without auth: its 401 is how we learn the challenge.
         response, _ = await self._request(
-            "GET", url, operation="connect to", image=self.host, auth=None, cap=MAX_ERROR_BYTES
+            "GET", url, operation="reach", image=self.host, auth=None, cap=MAX_ERROR_BYTES
         )
         return response
 
@@ -413,7 +414,8 @@ async def _read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
 
 
 def _media_type(headers: httpx.Headers) -> str:
-    return headers.get("Content-Type", "").split(";", 1)[0].strip()
+    value: str = headers.get("Content-Type", "")
+    return value.split(";", 1)[0].strip()
 
 
 def _media_type_of_body(body: bytes) -> str:
@@ -432,6 +434,17 @@ def _is_tls_protocol_error(exc: Optional[BaseException]) -> bool:
     return isinstance(exc, httpx.ConnectError) and any(m in text for m in markers)
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The OS's words for a failed connection ("Connection refused"), which httpx hides."""
+    seen: BaseException | None = exc
+    found = ""
+    while seen is not None:
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            found = os.strerror(seen.errno) if seen.errno else str(seen.strerror)
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
 def _describe_transport_error(exc: httpx.TransportError, host: str) -> str:
     text = str(exc) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text:
@@ -440,5 +453,5 @@ def _describe_transport_error(exc: httpx.TransportError, host: str) -> str:
             "pass --ca-file with its CA, or --insecure to skip verification"
         )
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to {host}: {text}"
+        return _root_cause(exc) or text
     return f"{host}: {type(exc).__name__}: {text}"
