@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "push": "push",
-    "push_async": "push",
-    "PushOptions": "push",
-    "PushResult": "push",
-    "PushedEntry": "push",
+    "push": "pusher",
+    "push_async": "pusher",
+    "PushOptions": "pusher",
+    "PushResult": "pusher",
+    "PushedEntry": "pusher",
     "ClientOptions": "registry",
     "RegistryClient": "registry",
     "load_spec_file": "spec",
@@ -95,7 +95,7 @@ if TYPE_CHECKING:
     )
     from .manifest import Descriptor, ManifestList, build_manifest_list
     from .platform import Platform
-    from .push import PushedEntry, PushOptions, PushResult, push, push_async
+    from .pusher import PushedEntry, PushOptions, PushResult, push, push_async
     from .reference import Reference
     from .registry import ClientOptions, RegistryClient
     from .spec import ManifestEntrySpec, ManifestListSpec, load_spec_file, load_spec_text

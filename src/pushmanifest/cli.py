@@ -18,7 +18,7 @@ from .errors import InputError, PushManifestError, SpecError
 
 if TYPE_CHECKING:
     from .auth import Credentials
-    from .push import PushResult
+    from .pusher import PushResult
 
 log = logging.getLogger("pushmanifest")
 
@@ -207,7 +207,7 @@ def _report(exc: PushManifestError, debug: bool) -> None:
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from .push import PushOptions, push
+    from .pusher import PushOptions, push
     from .registry import ClientOptions
     from .spec import load_spec_file, load_spec_text
 

@@ -28,7 +28,7 @@ from .errors import (
     RegistryError,
 )
 from .manifest import MANIFEST_MEDIA_TYPES, Descriptor, sha256_digest
-from .reference import Reference
+from .reference import DOCKER_HUB_DOMAIN, Reference
 
 log = logging.getLogger("pushmanifest")
 
@@ -70,11 +70,16 @@ class RegistryClient:
         self.credentials = credentials
         self.host = Reference(registry=registry, repository="x").api_host
         self.loopback = Reference(registry=registry, repository="x").is_loopback
+        self._is_docker_hub = registry == DOCKER_HUB_DOMAIN
         self.auth = TokenAuth(
             credentials,
             allow_insecure_credentials=self.options.plain_http or self.options.insecure,
         )
-        self._scheme: Optional[str] = "http" if self.options.plain_http else None
+        self._scheme: Optional[str] = None  # loopback: learnt by the ping
+        if self.options.plain_http:
+            self._scheme = "http"
+        elif not self.loopback:
+            self._scheme = "https"
         self._ping_lock = asyncio.Lock()
         self._pinged = False
         self._limit = asyncio.Semaphore(max(1, self.options.max_concurrency))
@@ -134,30 +139,32 @@ class RegistryClient:
         async with self._ping_lock:
             if self._pinged:
                 return
+            self._pinged = True
+            if self.credentials is None and self._scheme is not None and not self._is_docker_hub:
+                # Without credentials a push only works on an open registry, and there the ping
+                # teaches nothing: skip its round trip. Should a 401 come anyway (anonymous pulls
+                # from a token registry), the auth flow still answers it, at a few extra requests.
+                return
             response = await self._ping_once()
             if response.status_code == 401:
                 await self.auth.prime(self._client, response)
             elif response.status_code >= 400 and response.status_code != 404:
                 # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
                 log.debug("ping %s answered %d", self.host, response.status_code)
-            self._pinged = True
 
     async def _ping_once(self) -> httpx.Response:
         if self._scheme is None:
-            if not self.loopback:
+            # As Docker does for loopback registries: HTTPS first, plain HTTP when the server
+            # does not speak TLS at all (a certificate error stays an error).
+            try:
+                response = await self._send_ping("https")
                 self._scheme = "https"
-            else:
-                # As Docker does for loopback registries: HTTPS first, plain HTTP when the
-                # server does not speak TLS at all (a certificate error stays an error).
-                try:
-                    response = await self._send_ping("https")
-                    self._scheme = "https"
-                    return response
-                except NetworkError as exc:
-                    if not _is_tls_protocol_error(exc.__cause__):
-                        raise
-                    log.debug("%s does not speak TLS; using plain HTTP", self.host)
-                    self._scheme = "http"
+                return response
+            except NetworkError as exc:
+                if not _is_tls_protocol_error(exc.__cause__):
+                    raise
+                log.debug("%s does not speak TLS; using plain HTTP", self.host)
+                self._scheme = "http"
         return await self._send_ping(self._scheme)
 
     async def _send_ping(self, scheme: str) -> httpx.Response:

@@ -174,7 +174,6 @@ class _Run:
     def __init__(self, options: PushOptions) -> None:
         self.options = options
         self._clients: dict[str, RegistryClient] = {}
-        self._target_registries: set[str] = set()
         self._docker_config: Optional[DockerConfig] = None
 
     async def __aenter__(self) -> _Run:
@@ -184,24 +183,40 @@ class _Run:
         await asyncio.gather(*(c.aclose() for c in self._clients.values()))
 
     def client(self, registry: str) -> RegistryClient:
-        found = self._clients.get(registry)
-        if found is None:
-            explicit = self.options.credentials if registry in self._target_registries else None
-            if explicit is None and self._docker_config is None:
-                self._docker_config = load_docker_config(self.options.docker_config)
-            credentials = resolve_credentials(
+        return self._clients[registry]
+
+    async def _open_clients(self, specs: list[ManifestListSpec]) -> None:
+        """A client per registry of the run, with its credentials.
+
+        Credential helpers are programs that may take a while: they run in threads, all at once.
+        """
+        targets = {spec.image.registry for spec in specs}
+        registries = _unique(
+            ref.registry
+            for spec in specs
+            for ref in [spec.image, *(entry.image for entry in spec.manifests)]
+        )
+        if any(self.options.credentials is None or r not in targets for r in registries):
+            self._docker_config = load_docker_config(self.options.docker_config)
+
+        def credentials_for(registry: str) -> Optional[Credentials]:
+            explicit = self.options.credentials if registry in targets else None
+            return resolve_credentials(
                 registry, explicit=explicit, docker_config=self._docker_config
             )
+
+        found = await _gather(asyncio.to_thread(credentials_for, r) for r in registries)
+        for registry, credentials in zip(registries, found):
             if credentials is not None:
-                log.debug("%s: credentials of %s", registry, credentials.source or "user")
-            found = RegistryClient(registry, credentials=credentials, options=self.options.client)
-            self._clients[registry] = found
-        return found
+                log.debug("%s: credentials of %s", registry, credentials.source or "a user")
+            self._clients[registry] = RegistryClient(
+                registry, credentials=credentials, options=self.options.client
+            )
 
     async def push(self, specs: list[ManifestListSpec]) -> list[PushResult]:
         _check_inputs(specs)
         dry_run = self.options.dry_run
-        self._target_registries = {spec.image.registry for spec in specs}
+        await self._open_clients(specs)
 
         # Every scope first, so that each registry's one token request covers the whole run.
         for spec in specs:

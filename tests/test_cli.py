@@ -1,0 +1,115 @@
+"""The command line without a registry: parsing, exit statuses, messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pushmanifest import __version__
+from pushmanifest.cli import _split_command, main
+
+DATA = Path(__file__).parent / "data" / "specs"
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushmanifest", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"pushmanifest {__version__}"
+
+
+def test_help_lists_the_command() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "from-spec" in result.stdout
+
+
+def test_no_command_is_usage_error() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert "a command is required" in result.stderr
+
+
+def test_unknown_command() -> None:
+    result = run("frm-spec", "x.yaml")
+    assert result.returncode == 2
+    assert "unknown command 'frm-spec'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--debug", "from-spec", "a.yaml"],
+        ["from-spec", "--debug", "a.yaml"],
+        ["from-spec", "a.yaml", "--debug"],
+        ["push", "from-spec", "a.yaml", "--debug"],
+        ["--username", "from-spec", "from-spec", "a.yaml", "--debug"],
+        ["--docker-cfg=/x", "push", "from-spec", "--debug", "a.yaml"],
+    ],
+)
+def test_options_anywhere(argv: list[str]) -> None:
+    command, rest = _split_command(argv)
+    assert command == "from-spec"
+    assert "--debug" in rest and "a.yaml" in rest
+
+
+def test_seed_spec_unfixed_exits_2_naming_the_line(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["push", "from-spec", str(DATA / "seed-broken.yaml")])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert "seed-broken.yaml:18:14: 'platform:' is indented 5 spaces" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_every_bad_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("image: app:latest\nmanifests:\n  - image: app:amd64\n    platfrom: {}\n")
+    status = main(["from-spec", str(DATA / "seed-broken.yaml"), str(bad)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "seed-broken.yaml:18:14" in err
+    assert "bad.yaml:4:5" in err and "did you mean 'platform'" in err
+
+
+def test_missing_spec_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["from-spec", str(tmp_path / "nope.yaml")])
+    assert status == 2
+    assert "cannot read spec" in capsys.readouterr().err
+
+
+def test_bad_type_is_usage_error() -> None:
+    result = run("from-spec", "--type", "zip", "a.yaml")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_password_without_username(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["from-spec", str(DATA / "seed.yaml"), "--password", "x"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "--username" in err
+
+
+def test_password_stdin_empty() -> None:
+    result = run("from-spec", str(DATA / "seed.yaml"), "--username", "u", "--password-stdin")
+    assert result.returncode == 2
+    assert "no password" in result.stderr
+
+
+def test_reads_spec_from_stdin_and_reports_position() -> None:
+    result = run("from-spec", "-", stdin="image: Bad/Name\nmanifests: []\n")
+    assert result.returncode == 2
+    assert result.stderr.startswith("<stdin>:1:8: ")
