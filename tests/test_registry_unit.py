@@ -27,6 +27,7 @@ MANIFEST_DIGEST = sha256_digest(MANIFEST)
 
 
 def client(**kwargs: object) -> RegistryClient:
+    kwargs.setdefault("backoff", 0.001)
     return RegistryClient(HOST, options=ClientOptions(**kwargs))  # type: ignore[arg-type]
 
 
@@ -120,11 +121,10 @@ def test_denied_push_names_user_operation_and_image() -> None:
 
 @respx.mock
 def test_error_bodies_that_are_not_json_are_truncated() -> None:
-    respx.head(f"{BASE}/app/manifests/latest").respond(500)
     respx.put(f"{BASE}/app/manifests/latest").respond(502, text="<html>" + "x" * 5000)
 
     async def go() -> object:
-        async with client() as c:
+        async with client(retries=1) as c:
             return await c.put_manifest("app", "latest", b"{}", DOCKER_MANIFEST_LIST)
 
     with pytest.raises(RegistryError) as excinfo:
@@ -201,3 +201,69 @@ def test_connection_refused_is_one_clear_line() -> None:
 
     with pytest.raises(RegistryError, match=f"cannot resolve {HOST}/app:latest"):
         run(go())
+
+
+HEAD_OK = {
+    "Docker-Content-Digest": MANIFEST_DIGEST,
+    "Content-Length": str(len(MANIFEST)),
+    "Content-Type": DOCKER_MANIFEST,
+}
+
+
+@respx.mock
+def test_throttling_and_gateway_errors_are_retried(caplog: pytest.LogCaptureFixture) -> None:
+    route = respx.head(f"{BASE}/app/manifests/latest")
+    route.side_effect = [
+        httpx.Response(429, headers={"Retry-After": "0"}),
+        httpx.Response(503),
+        httpx.ConnectError("reset"),
+        httpx.Response(200, headers=HEAD_OK),
+    ]
+
+    async def go() -> object:
+        async with client() as c:
+            return await c.head_manifest("app", "latest")
+
+    with caplog.at_level(logging.WARNING, logger="pushmanifest"):
+        descriptor = run(go())
+    assert descriptor.digest == MANIFEST_DIGEST  # type: ignore[attr-defined]
+    assert route.call_count == 4
+    assert "HTTP 429; retry 1 of 4" in caplog.text
+    assert "HTTP 503; retry 2 of 4" in caplog.text
+
+
+@respx.mock
+def test_retries_run_out_with_a_clear_error() -> None:
+    route = respx.put(f"{BASE}/app/manifests/latest").respond(503)
+
+    async def go() -> object:
+        async with client(retries=3) as c:
+            return await c.put_manifest("app", "latest", b"{}", DOCKER_MANIFEST_LIST)
+
+    with pytest.raises(RegistryError, match="HTTP 503"):
+        run(go())
+    assert route.call_count == 3
+
+
+@respx.mock
+def test_client_errors_are_not_retried() -> None:
+    route = respx.put(f"{BASE}/app/manifests/latest").respond(
+        400, json={"errors": [{"code": "MANIFEST_INVALID", "message": "manifest invalid"}]}
+    )
+
+    async def go() -> object:
+        async with client() as c:
+            return await c.put_manifest("app", "latest", b"{}", DOCKER_MANIFEST_LIST)
+
+    with pytest.raises(RegistryError, match="manifest_invalid: HTTP 400"):
+        run(go())
+    assert route.call_count == 1
+
+
+def test_retry_after_forms() -> None:
+    from pushmanifest.registry import _retry_after
+
+    assert _retry_after("3") == 3.0
+    assert _retry_after(None) is None
+    assert _retry_after("soon") is None
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0

@@ -46,6 +46,7 @@ _VALUE_OPTIONS = {
     "--type",
     "--timeout",
     "--max-concurrency",
+    "--retries",
 }
 
 
@@ -83,6 +84,13 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         default=16,
         metavar="N",
         help="requests in flight per registry (default 16)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts per request on connection errors, 408, 429 and 5xx (default 5)",
     )
     group.add_argument("--debug", action="store_true", help="log every request; tracebacks")
     group.add_argument("--version", action="version", version=f"pushmanifest {__version__}")
@@ -241,6 +249,7 @@ def _run_from_spec(args: argparse.Namespace) -> int:
             ca_file=args.ca_file,
             read_timeout=args.timeout,
             max_concurrency=args.max_concurrency,
+            retries=args.retries,
         ),
     )
     results = push(specs, options)

@@ -10,9 +10,12 @@ of them at once.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import logging
 import os
+import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +42,11 @@ MAX_ERROR_BYTES = 64 * 1024
 
 ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
 
+#: Statuses that say "try again": timeouts, throttling, gateways and overload.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: The longest a Retry-After may make us wait, whatever the registry asks.
+MAX_RETRY_AFTER = 60.0
+
 
 @dataclass(frozen=True)
 class ClientOptions:
@@ -50,6 +58,9 @@ class ClientOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     max_concurrency: int = 16
+    #: Attempts per request (1 = no retry) and the first backoff in seconds (doubling).
+    retries: int = 5
+    backoff: float = 0.5
     #: Replaces the network transport (tests: respx, fault injection).
     transport: Optional[httpx.AsyncBaseTransport] = None
     user_agent: str = "pushmanifest"
@@ -171,7 +182,13 @@ class RegistryClient:
         url = f"{scheme}://{self.host}/v2/"
         # The ping goes without auth: its 401 is how we learn the challenge.
         response, _ = await self._request(
-            "GET", url, operation="reach", image=self.host, auth=None, cap=MAX_ERROR_BYTES
+            "GET",
+            url,
+            operation="reach",
+            image=self.host,
+            auth=None,
+            cap=MAX_ERROR_BYTES,
+            retry=scheme == "http" or not self.loopback or self._scheme is not None,
         )
         return response
 
@@ -299,8 +316,60 @@ class RegistryClient:
         headers: Optional[Mapping[str, str]] = None,
         content: Optional[bytes] = None,
         auth: object = httpx.USE_CLIENT_DEFAULT,
+        retry: bool = True,
     ) -> tuple[httpx.Response, bytes]:
-        """Send one request under the concurrency bound and read at most ``cap`` body bytes."""
+        """Send one request, retrying what is safe to retry, and read at most ``cap`` bytes.
+
+        Every request we make is idempotent (HEAD, GET, PUT of a manifest by tag or digest), so
+        connection failures, timeouts, 408, 429 and 5xx gateway errors are retried with
+        exponential backoff and jitter, honouring Retry-After.
+        """
+        attempts = max(1, self.options.retries) if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response, body = await self._attempt(
+                    method, url, operation, image, cap, headers, content, auth
+                )
+            except NetworkError as exc:
+                if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
+                    raise
+                reason, wait = str(exc.__cause__ or exc), None
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt == attempts:
+                    return response, body
+                reason = f"HTTP {response.status_code}"
+                wait = _retry_after(response.headers.get("Retry-After"))
+            delay = self._backoff(attempt, wait)
+            log.warning(
+                "%s %s: %s; retry %d of %d in %.1f s",
+                method,
+                image,
+                reason,
+                attempt,
+                attempts - 1,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
+        base = self.options.backoff
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        # Full jitter: concurrent requests that failed together do not retry together.
+        return random.uniform(0, base * 2 ** (attempt - 1)) + base / 2
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        operation: str,
+        image: str,
+        cap: int,
+        headers: Optional[Mapping[str, str]],
+        content: Optional[bytes],
+        auth: object,
+    ) -> tuple[httpx.Response, bytes]:
         request = self._client.build_request(method, url, headers=headers, content=content)
         async with self._limit:
             try:
@@ -418,6 +487,22 @@ async def _read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Retry-After in seconds, or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def _media_type(headers: httpx.Headers) -> str:
