@@ -7,10 +7,11 @@ command actually needs them, never for ``--version`` or ``--help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Optional, TextIO
 
 from . import __version__
@@ -160,12 +161,19 @@ class _StderrFormatter(logging.Formatter):
         return message
 
 
-def _setup_logging(debug: bool, stream: TextIO) -> None:
+@contextlib.contextmanager
+def _logging_to(stream: TextIO, debug: bool) -> Iterator[None]:
+    """Send the library's notices to ``stream`` for the duration of one command."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_StderrFormatter())
-    log.handlers[:] = [handler]
+    level = log.level
+    log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.INFO)
-    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -191,15 +199,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_intermixed_args(rest)
     except SystemExit as exc:
         return int(exc.code or 0)
-    _setup_logging(args.debug, sys.stderr)
-    try:
-        return _run_from_spec(args)
-    except PushManifestError as exc:
-        _report(exc, args.debug)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    with _logging_to(sys.stderr, args.debug):
+        try:
+            return _run_from_spec(args)
+        except PushManifestError as exc:
+            _report(exc, args.debug)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            return 130
 
 
 def _report(exc: PushManifestError, debug: bool) -> None:
