@@ -113,6 +113,12 @@ class PushOptions:
     list_type: ListType = "auto"
     ignore_missing: bool = False
     dry_run: bool = False
+    #: Merge into the list the target tag already holds: same platform replaced, others kept.
+    append: bool = False
+    #: Also read the configs of entries whose platform the spec gives; warn where they differ.
+    check_platform: bool = False
+    #: With check_platform: a disagreement is an error instead of a warning.
+    strict_platform: bool = False
     #: Used for the targets' registries; sources elsewhere use the docker config.
     credentials: Optional[Credentials] = None
     #: A docker config directory or file; None means $DOCKER_CONFIG or ~/.docker.
