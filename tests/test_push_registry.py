@@ -418,22 +418,6 @@ def test_env_expansion_in_spec(open_registry: Any, tmp_path: Path) -> None:
     check_pushed(open_registry, repo, "latest", seeded, digest, size)
 
 
-def test_source_in_other_repository_is_a_clear_error(open_registry: Any, tmp_path: Path) -> None:
-    host = open_registry.host
-    spec = write_spec(
-        tmp_path,
-        textwrap.dedent(f"""\
-        image: {host}/demo/target:latest
-        manifests:
-          - image: {host}/demo/elsewhere:amd64
-            platform: {{architecture: amd64, os: linux}}
-        """),
-    )
-    result = run_cli("from-spec", str(spec), cwd=tmp_path)
-    assert result.returncode == 2
-    assert "demo/elsewhere" in result.stderr and "Traceback" not in result.stderr
-
-
 def test_unreachable_registry_exits_1(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, spec_text("127.0.0.1:9", "demo/app", platforms=SEED_PLATFORMS[:1]))
     result = run_cli("from-spec", str(spec), "--retries", "2", cwd=tmp_path)

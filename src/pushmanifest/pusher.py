@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union
 
 from .auth import Credentials, load_docker_config, resolve_credentials
 from .errors import InputError, MissingSourcesError, PushManifestError, RegistryError
@@ -167,11 +167,32 @@ def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> Pu
 
 
 @dataclass
-class _Resolved:
-    """A source after the HEAD (and, when the spec gave no platform, the config GET)."""
+class _Source:
+    """A spec entry after resolution: the entries it puts in the list."""
 
     entry: ManifestEntrySpec
-    descriptor: Optional[Descriptor]
+    head: Descriptor
+    entries: list[Descriptor] = field(default_factory=list)
+
+
+class _Memo:
+    """Concurrent-safe memo of coroutine results: the same manifest or config is fetched once,
+    however many entries (or lists in a bulk run) need it, and concurrent askers share the one
+    request in flight."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[str, ...], asyncio.Task[bytes]] = {}
+
+    def get(self, key: tuple[str, ...], fetch: Callable[[], Awaitable[bytes]]) -> Awaitable[bytes]:
+        task = self._tasks.get(key)
+        if task is None:
+
+            async def run() -> bytes:
+                return await fetch()
+
+            task = asyncio.ensure_future(run())
+            self._tasks[key] = task
+        return task
 
 
 class _Run:
@@ -181,6 +202,11 @@ class _Run:
         self.options = options
         self._clients: dict[str, RegistryClient] = {}
         self._docker_config: Optional[DockerConfig] = None
+        self._fetched = _Memo()
+        self._copied = _Memo()
+        # Each blob copy may hold a GET from the source and a PUT to the target at once: half
+        # the per-registry bound keeps both within it, so copies cannot starve each other.
+        self._copy_slots = asyncio.Semaphore(max(1, self.options.client.max_concurrency // 2))
 
     async def __aenter__(self) -> _Run:
         return self
@@ -235,41 +261,60 @@ class _Run:
         await _gather(client.ping() for client in self._clients.values())
 
         # One wave: every source HEAD, and every target tag HEAD (to skip unchanged PUTs).
-        sources = _unique(entry.image for spec in specs for entry in spec.manifests)
-        targets = [] if dry_run else _unique(t for spec in specs for t in _target_refs(spec))
-        heads = await _gather(self._head(ref) for ref in [*sources, *targets])
-        found = dict(zip([*sources, *targets], heads))
+        heads = [entry.image for spec in specs for entry in spec.manifests]
+        targets = [] if dry_run and not self.options.append else _all_targets(specs)
+        wanted = _unique([*heads, *targets])
+        found = dict(zip(wanted, await _gather(self._head(ref) for ref in wanted)))
 
-        resolved = [self._check_sources(spec, found) for spec in specs]
-        await self._fill_platforms([r for rs in resolved for r in rs])
-
-        lists = [self._build(spec, entries) for spec, entries in zip(specs, resolved)]
-
-        results: list[PushResult] = []
-        writes: list[Awaitable[str]] = []
-        for spec, (manifest_list, pushed_entries) in zip(specs, lists):
-            written: list[str] = []
-            for ref in _target_refs(spec):
-                existing = found.get(ref)
-                if dry_run:
-                    continue
-                if existing is not None and existing.digest == manifest_list.digest:
-                    log.info("%s already holds %s: unchanged", ref.familiar(), manifest_list.digest)
-                    continue
-                written.append(ref.identifier)
-                writes.append(self._put(ref, manifest_list))
-            results.append(
-                PushResult(
-                    target=spec.image,
-                    tags=tuple(r.identifier for r in _target_refs(spec)),
-                    manifest_list=manifest_list,
-                    entries=tuple(pushed_entries),
-                    written=tuple(written),
-                    dry_run=dry_run,
-                )
-            )
-        await _gather(writes)
+        present = [self._present_sources(spec, found) for spec in specs]
+        # Only now, and only where needed: lists, configs, the list to append to (GETs).
+        await _gather(self._resolve(source) for sources in present for source in sources)
+        existing = await _gather(
+            self._existing_entries(spec, found.get(spec.image)) for spec in specs
+        )
+        built = [
+            self._build(spec, sources, old) for spec, sources, old in zip(specs, present, existing)
+        ]
+        # Everything resolved and built: from here on we write.
+        results = [
+            self._result(spec, manifest_list, entries, found)
+            for spec, (manifest_list, entries) in zip(specs, built)
+        ]
+        if dry_run:
+            return results
+        await _gather(
+            self._copy_entries(spec.image, entries) for spec, (_, entries) in zip(specs, built)
+        )
+        await _gather(
+            self._put(spec.image.with_tag(tag) if tag != spec.image.identifier else spec.image, m)
+            for spec, result, (m, _) in zip(specs, results, built)
+            for tag in result.written
+        )
         return results
+
+    def _result(
+        self,
+        spec: ManifestListSpec,
+        manifest_list: ManifestList,
+        entries: list[PushedEntry],
+        found: dict[Reference, Optional[Descriptor]],
+    ) -> PushResult:
+        written: list[str] = []
+        for ref in _target_refs(spec):
+            existing = found.get(ref)
+            if existing is not None and existing.digest == manifest_list.digest:
+                log.info("%s already holds %s: unchanged", ref.familiar(), manifest_list.digest)
+            else:
+                written.append(ref.identifier)
+        dry_run = self.options.dry_run
+        return PushResult(
+            target=spec.image,
+            tags=tuple(r.identifier for r in _target_refs(spec)),
+            manifest_list=manifest_list,
+            entries=tuple(entries),
+            written=() if dry_run else tuple(written),
+            dry_run=dry_run,
+        )
 
     async def _head(self, ref: Reference) -> Optional[Descriptor]:
         return await self.client(ref.registry).head_manifest(ref.repository, ref.identifier)
@@ -281,75 +326,73 @@ class _Run:
         log.info("pushed %s to %s", digest, ref.familiar())
         return digest
 
-    def _check_sources(
+    def _present_sources(
         self, spec: ManifestListSpec, found: dict[Reference, Optional[Descriptor]]
-    ) -> list[_Resolved]:
-        resolved = [_Resolved(entry, found[entry.image]) for entry in spec.manifests]
-        missing = [r.entry.image.familiar() for r in resolved if r.descriptor is None]
+    ) -> list[_Source]:
+        missing = [e.image.familiar() for e in spec.manifests if found[e.image] is None]
         if missing and not self.options.ignore_missing:
             raise MissingSourcesError(missing)
         for name in missing:
             log.warning("skipping %s: it does not exist (--ignore-missing)", name)
-        present = [r for r in resolved if r.descriptor is not None]
+        present = []
+        for entry in spec.manifests:
+            head = found[entry.image]
+            if head is None:
+                continue
+            if head.media_type not in (*IMAGE_MEDIA_TYPES, *LIST_MEDIA_TYPES):
+                raise RegistryError(
+                    f"{entry.image.familiar()} has media type {head.media_type!r}, which cannot "
+                    "go in a manifest list (expected a Docker v2 or OCI manifest, or a list)",
+                    operation="resolve",
+                    image=str(entry.image),
+                )
+            present.append(_Source(entry, head))
         if not present:
             raise MissingSourcesError(missing)
-        for r in present:
-            assert r.descriptor is not None
-            media_type = r.descriptor.media_type
-            if media_type in LIST_MEDIA_TYPES:
-                raise RegistryError(
-                    f"{r.entry.image.familiar()} is itself a multi-arch list ({media_type}); "
-                    "name its per-architecture images instead (lists as sources come later)",
-                    operation="resolve",
-                    image=str(r.entry.image),
-                )
-            if media_type not in IMAGE_MEDIA_TYPES:
-                raise RegistryError(
-                    f"{r.entry.image.familiar()} has media type {media_type!r}, which cannot "
-                    "go in a manifest list (expected a Docker v2 or OCI image manifest)",
-                    operation="resolve",
-                    image=str(r.entry.image),
-                )
         return present
 
-    async def _fill_platforms(self, resolved: list[_Resolved]) -> None:
-        """For entries without a platform, read it from the image's config.
+    # -- reading (GETs only where needed) --------------------------------------------------
 
-        Two waves whatever their number: all manifest GETs, then all config GETs. Entries whose
-        platform the spec gives cost no GET at all (Docker Hub counts GETs as pulls).
-        """
-        todo = _unique_by_digest(r for r in resolved if r.entry.platform is None)
-        if not todo:
+    def _fetch_manifest(self, image: Reference, digest: str) -> Awaitable[bytes]:
+        async def fetch() -> bytes:
+            body, _ = await self.client(image.registry).get_manifest(image.repository, digest)
+            return body
+
+        return self._fetched.get(("manifest", image.registry, image.repository, digest), fetch)
+
+    def _fetch_blob(self, image: Reference, digest: str) -> Awaitable[bytes]:
+        def fetch() -> Awaitable[bytes]:
+            return self.client(image.registry).get_blob(image.repository, digest)
+
+        return self._fetched.get(("blob", image.registry, image.repository, digest), fetch)
+
+    async def _resolve(self, source: _Source) -> None:
+        if source.head.media_type in LIST_MEDIA_TYPES:
+            source.entries = await self._resolve_list(source)
             return
-        manifests = await _gather(self._get_manifest(r) for r in todo)
-        configs = await _gather(
-            self._get_config(r, manifest) for r, manifest in zip(todo, manifests)
-        )
-        by_digest = {r.descriptor.digest: p for r, p in zip(todo, configs) if r.descriptor}
-        for r in resolved:
-            if r.entry.platform is None and r.descriptor is not None:
-                r.descriptor = _with_platform(r.descriptor, by_digest[r.descriptor.digest])
+        platform = source.entry.platform
+        if platform is None or self.options.check_platform:
+            from_config = await self._config_platform(source.entry.image, source.head.digest)
+            if platform is None:
+                log.info(
+                    "%s: platform %s (from its config)", source.entry.image.familiar(), from_config
+                )
+                platform = from_config
+            else:
+                self._compare_platforms(source.entry.image, platform, from_config)
+        source.entries = [_with_platform(source.head, platform, source.entry.annotations)]
 
-    async def _get_manifest(self, r: _Resolved) -> dict[str, Any]:
-        assert r.descriptor is not None
-        image = r.entry.image
-        body, _ = await self.client(image.registry).get_manifest(
-            image.repository, r.descriptor.digest
-        )
-        return _json_object(body, image.familiar())
-
-    async def _get_config(self, r: _Resolved, manifest: dict[str, Any]) -> Platform:
-        image = r.entry.image
+    async def _config_platform(self, image: Reference, digest: str) -> Platform:
+        manifest = _json_object(await self._fetch_manifest(image, digest), image.familiar())
         config = manifest.get("config")
-        digest = config.get("digest") if isinstance(config, dict) else None
-        if not isinstance(digest, str):
+        config_digest = config.get("digest") if isinstance(config, dict) else None
+        if not isinstance(config_digest, str):
             raise RegistryError(
                 f"{image.familiar()}: the manifest names no config; give its platform in the spec",
                 operation="resolve",
                 image=str(image),
             )
-        body = await self.client(image.registry).get_blob(image.repository, digest)
-        data = _json_object(body, image.familiar())
+        data = _json_object(await self._fetch_blob(image, config_digest), image.familiar())
         platform = Platform.from_dict(data)
         if not platform.os or not platform.architecture:
             raise RegistryError(
@@ -358,26 +401,114 @@ class _Run:
                 operation="resolve",
                 image=str(image),
             )
-        log.info("%s: platform %s (from the image config)", image.familiar(), platform)
         return platform
 
+    def _compare_platforms(self, image: Reference, given: Platform, actual: Platform) -> None:
+        if (given.os, given.architecture, given.variant) == (
+            actual.os,
+            actual.architecture,
+            actual.variant or given.variant,
+        ):
+            return
+        message = (
+            f"{image.familiar()}: the spec says {given}, its config says {actual} "
+            "(an image built under QEMU carries the build machine's platform: "
+            "the spec's is used)"
+        )
+        if self.options.strict_platform:
+            raise InputError(message.replace(": the spec's is used", "") + " (--strict-platform)")
+        log.warning("%s", message)
+
+    async def _resolve_list(self, source: _Source) -> list[Descriptor]:
+        """A list as a source: its entries, inlined (or the one the spec's platform selects)."""
+        image = source.entry.image
+        data = _json_object(await self._fetch_manifest(image, source.head.digest), image.familiar())
+        children = data.get("manifests")
+        if not isinstance(children, list):
+            raise RegistryError(
+                f"{image.familiar()}: the list has no 'manifests' array",
+                operation="resolve",
+                image=str(image),
+            )
+        images: list[Descriptor] = []
+        attestations: list[Descriptor] = []
+        for index, child in enumerate(children):
+            descriptor = _descriptor_from_json(child, f"{image.familiar()} entry {index}")
+            if _is_attestation(descriptor):
+                attestations.append(descriptor)
+            elif descriptor.platform is None or not descriptor.platform.architecture:
+                raise RegistryError(
+                    f"{image.familiar()}: its entry {index} ({descriptor.digest}) has no "
+                    "platform; name that image with a platform in the spec instead",
+                    operation="resolve",
+                    image=str(image),
+                )
+            else:
+                images.append(descriptor)
+        wanted = source.entry.platform
+        if wanted is not None:
+            chosen = [d for d in images if d.platform and _same_platform(d.platform, wanted)]
+            if not chosen:
+                have = ", ".join(str(d.platform) for d in images) or "none"
+                raise RegistryError(
+                    f"{image.familiar()} is a list without an entry for {wanted} (it has: {have})",
+                    operation="resolve",
+                    image=str(image),
+                )
+            selected = chosen[0]
+            keep = {selected.digest}
+            notes = [a for a in attestations if _attested_digest(a) in keep]
+            annotations = source.entry.annotations or selected.annotations
+            return [_with_platform(selected, selected.platform, annotations), *notes]
+        return [*images, *attestations]
+
+    async def _existing_entries(
+        self, spec: ManifestListSpec, head: Optional[Descriptor]
+    ) -> list[Descriptor]:
+        """With --append: the entries of the list the target tag holds now."""
+        if not self.options.append or head is None:
+            return []
+        target = spec.image
+        if head.media_type not in LIST_MEDIA_TYPES:
+            raise RegistryError(
+                f"--append: {target.familiar()} holds a single image ({head.media_type}), not a "
+                "list to add to; push without --append to replace it",
+                operation="resolve",
+                image=str(target),
+            )
+        data = _json_object(await self._fetch_manifest(target, head.digest), target.familiar())
+        children = data.get("manifests")
+        if not isinstance(children, list):
+            return []
+        return [
+            _descriptor_from_json(child, f"{target.familiar()} entry {index}")
+            for index, child in enumerate(children)
+        ]
+
+    # -- building ----------------------------------------------------------------------------
+
     def _build(
-        self, spec: ManifestListSpec, resolved: list[_Resolved]
+        self, spec: ManifestListSpec, sources: list[_Source], existing: list[Descriptor]
     ) -> tuple[ManifestList, list[PushedEntry]]:
         entries: list[PushedEntry] = []
         seen: dict[tuple[Any, ...], Reference] = {}
-        for r in resolved:
-            assert r.descriptor is not None
-            platform = r.entry.platform or r.descriptor.platform
-            descriptor = _with_platform(r.descriptor, platform, r.entry.annotations)
-            key = platform.key() if platform else ()
-            if key in seen:
-                raise InputError(
-                    f"{spec.image.familiar()}: {seen[key].familiar()} and "
-                    f"{r.entry.image.familiar()} both have platform {platform}"
-                )
-            seen[key] = r.entry.image
-            entries.append(PushedEntry(image=r.entry.image, descriptor=descriptor))
+        for source in sources:
+            for descriptor in source.entries:
+                if not _is_attestation(descriptor):
+                    assert descriptor.platform is not None
+                    key = descriptor.platform.key()
+                    if key in seen:
+                        raise InputError(
+                            f"{spec.image.familiar()}: {seen[key].familiar()} and "
+                            f"{source.entry.image.familiar()} both have platform "
+                            f"{descriptor.platform}"
+                        )
+                    seen[key] = source.entry.image
+                entries.append(PushedEntry(image=source.entry.image, descriptor=descriptor))
+        if existing:
+            entries = _merge_append(spec.image, existing, entries, set(seen))
+        # Attestations go after the images they describe, as BuildKit writes them.
+        entries.sort(key=lambda e: _is_attestation(e.descriptor))
         manifest_list = build_manifest_list(
             [e.descriptor for e in entries],
             list_type=self.options.list_type,
@@ -385,11 +516,137 @@ class _Run:
         )
         return manifest_list, entries
 
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _copy_entries(self, target: Reference, entries: list[PushedEntry]) -> None:
+        """Make every entry resolvable in the target repository before the list names it.
+
+        A registry refuses a list whose entries are elsewhere (MANIFEST_BLOB_UNKNOWN). Entries
+        from another repository get their blobs mounted (same registry) or streamed (another
+        registry), then their manifest PUT by digest.
+        """
+        await _gather(
+            self._copied.get(
+                ("copy", target.registry, target.repository, e.descriptor.digest),
+                lambda e=e: self._copy_manifest(e.image, target, e.descriptor),  # type: ignore[misc]
+            )
+            for e in entries
+            if (e.image.registry, e.image.repository) != (target.registry, target.repository)
+        )
+
+    async def _copy_manifest(
+        self, source: Reference, target: Reference, child: Descriptor
+    ) -> bytes:
+        client = self.client(target.registry)
+        if await client.head_manifest(target.repository, child.digest) is not None:
+            return b""
+        data = await self._fetch_manifest(source, child.digest)
+        manifest = _json_object(data, source.familiar())
+        blobs = [manifest.get("config"), *(manifest.get("layers") or [])]
+        await _gather(
+            self._copy_blob(source, target, blob["digest"], int(blob.get("size", 0)))
+            for blob in blobs
+            if isinstance(blob, dict) and isinstance(blob.get("digest"), str)
+        )
+        await client.put_manifest(target.repository, child.digest, data, child.media_type)
+        log.info("copied %s into %s", f"{source.familiar()}@{child.digest}", target.name)
+        return b""
+
+    async def _copy_blob(
+        self, source: Reference, target: Reference, digest: str, size: int
+    ) -> None:
+        client = self.client(target.registry)
+        image = client.image(target.repository, digest)
+        if source.registry == target.registry:
+            location = await client.mount_blob(target.repository, digest, source.repository)
+            if location is None:
+                return
+            log.info("%s refused to mount %s: copying it through", target.registry, digest)
+        elif await client.head_blob(target.repository, digest):
+            return
+        else:
+            location = await client.start_upload(target.repository)
+        try:
+            async with (
+                self._copy_slots,
+                self.client(source.registry).open_blob(source.repository, digest) as chunks,
+            ):
+                await client.upload_blob(location, digest, size, chunks, image)
+        except BaseException:
+            # Never leave an upload session we opened dangling.
+            await client.delete_upload(location)
+            raise
+
+
+def _all_targets(specs: list[ManifestListSpec]) -> list[Reference]:
+    return _unique(ref for spec in specs for ref in _target_refs(spec))
+
+
+def _descriptor_from_json(data: object, where: str) -> Descriptor:
+    if not isinstance(data, dict):
+        raise RegistryError(f"{where}: not a descriptor object")
+    try:
+        platform = data.get("platform")
+        annotations = data.get("annotations") or {}
+        return Descriptor(
+            media_type=str(data["mediaType"]),
+            digest=str(data["digest"]),
+            size=int(data["size"]),
+            platform=Platform.from_dict(platform) if isinstance(platform, dict) else None,
+            annotations={str(k): str(v) for k, v in dict(annotations).items()},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"{where}: malformed descriptor ({exc})") from exc
+
+
+ATTESTATION_TYPE = "vnd.docker.reference.type"
+ATTESTATION_DIGEST = "vnd.docker.reference.digest"
+
+
+def _is_attestation(descriptor: Descriptor) -> bool:
+    return descriptor.annotations.get(ATTESTATION_TYPE) == "attestation-manifest"
+
+
+def _attested_digest(descriptor: Descriptor) -> str:
+    return descriptor.annotations.get(ATTESTATION_DIGEST, "")
+
+
+def _same_platform(have: Platform, want: Platform) -> bool:
+    """Does a list entry match the platform the spec asks for? An unset variant matches any."""
+    if (have.os, have.architecture) != (want.os, want.architecture):
+        return False
+    return not want.variant or have.variant == want.variant
+
+
+def _merge_append(
+    target: Reference,
+    existing: list[Descriptor],
+    new: list[PushedEntry],
+    new_platforms: set[tuple[Any, ...]],
+) -> list[PushedEntry]:
+    """Entries of the same platform are replaced; the others kept, with their attestations."""
+    kept = [
+        PushedEntry(image=target.with_digest(d.digest), descriptor=d)
+        for d in existing
+        if not _is_attestation(d) and (d.platform is None or d.platform.key() not in new_platforms)
+    ]
+    images = {e.descriptor.digest for e in kept}
+    kept += [
+        PushedEntry(image=target.with_digest(d.digest), descriptor=d)
+        for d in existing
+        if _is_attestation(d) and _attested_digest(d) in images
+    ]
+    replaced = len(existing) - len(kept)
+    log.info(
+        "--append: keeping %d entries of %s, replacing %d", len(kept), target.familiar(), replaced
+    )
+    return [*kept, *new]
+
 
 def _with_platform(
     descriptor: Descriptor,
     platform: Optional[Platform],
-    annotations: Optional[dict[str, str]] = None,
+    annotations: Optional[Mapping[str, str]] = None,
 ) -> Descriptor:
     return Descriptor(
         media_type=descriptor.media_type,
@@ -420,14 +677,6 @@ def _check_inputs(specs: list[ManifestListSpec]) -> None:
                     f"({_origin(other)} and {_origin(spec)}): give each list its own tags"
                 )
             owner[ref] = spec
-        for entry in spec.manifests:
-            source = entry.image
-            if (source.registry, source.repository) != (spec.image.registry, spec.image.repository):
-                raise InputError(
-                    f"{source.familiar()} is not in the target's repository "
-                    f"{spec.image.name}: sources in other repositories are not supported yet; "
-                    "push the per-architecture images to the target repository first"
-                )
 
 
 def _origin(spec: ManifestListSpec) -> str:
@@ -448,14 +697,6 @@ def _json_object(body: bytes, image: str) -> dict[str, Any]:
 
 def _unique(items: Iterable[T]) -> list[T]:
     return list(dict.fromkeys(items))
-
-
-def _unique_by_digest(items: Iterable[_Resolved]) -> list[_Resolved]:
-    seen: dict[str, _Resolved] = {}
-    for r in items:
-        assert r.descriptor is not None
-        seen.setdefault(r.descriptor.digest, r)
-    return list(seen.values())
 
 
 async def _gather(aws: Iterable[Awaitable[T]]) -> list[T]:

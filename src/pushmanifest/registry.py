@@ -10,16 +10,18 @@ of them at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import email.utils
+import hashlib
 import json
 import logging
 import os
 import random
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import httpx
 
@@ -303,6 +305,135 @@ class RegistryClient:
             )
         return local
 
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def head_blob(self, repository: str, digest: str) -> bool:
+        """Whether the repository already holds the blob (a HEAD, no download)."""
+        await self.ping()
+        image = self.image(repository, digest)
+        response, _ = await self._request(
+            "HEAD",
+            self._url(f"{repository}/blobs/{digest}"),
+            operation="check blob of",
+            image=image,
+            cap=MAX_ERROR_BYTES,
+        )
+        if response.status_code == 404:
+            return False
+        self._raise_for_status(response, "check blob of", image)
+        return True
+
+    async def mount_blob(
+        self, repository: str, digest: str, source_repository: str
+    ) -> Optional[str]:
+        """Mount a blob from another repository of this registry: no bytes move.
+
+        Returns None when mounted (201), or the upload URL of the session the registry opened
+        instead (202: it refused the mount), which the caller must fill or delete.
+        """
+        await self.ping()
+        image = self.image(repository, digest)
+        response, body = await self._request(
+            "POST",
+            self._url(f"{repository}/blobs/uploads/"),
+            params={"mount": digest, "from": source_repository},
+            operation="mount blob into",
+            image=image,
+            cap=MAX_ERROR_BYTES,
+        )
+        self._raise_for_status(response, "mount blob into", image, body)
+        if response.status_code == 201:
+            return None
+        return self._upload_location(response, image)
+
+    async def start_upload(self, repository: str) -> str:
+        """Open an upload session; returns its URL."""
+        await self.ping()
+        image = self.image(repository)
+        response, body = await self._request(
+            "POST",
+            self._url(f"{repository}/blobs/uploads/"),
+            operation="push blob to",
+            image=image,
+            cap=MAX_ERROR_BYTES,
+            retry=False,  # each POST would open a session of its own
+        )
+        self._raise_for_status(response, "push blob to", image, body)
+        return self._upload_location(response, image)
+
+    def _upload_location(self, response: httpx.Response, image: str) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(
+                f"cannot push blob to {image}: the registry opened an upload without a Location",
+                operation="push blob to",
+                image=image,
+            )
+        return str(response.url.join(location))
+
+    async def upload_blob(
+        self, location: str, digest: str, size: int, chunks: AsyncIterator[bytes], image: str
+    ) -> None:
+        """Finish an upload session with the whole blob in one monolithic PUT, streamed."""
+        url = httpx.URL(location).copy_merge_params({"digest": digest})
+        response, body = await self._request(
+            "PUT",
+            str(url),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            content=chunks,
+            operation="push blob to",
+            image=image,
+            cap=MAX_ERROR_BYTES,
+            retry=False,  # a stream cannot be sent twice
+        )
+        self._raise_for_status(response, "push blob to", image, body)
+
+    async def delete_upload(self, location: str) -> None:
+        """Cancel an upload session (best effort: it expires on its own too)."""
+        try:
+            await self._client.delete(location)
+        except httpx.HTTPError as exc:
+            log.debug("could not cancel upload %s: %s", location, exc)
+
+    @contextlib.asynccontextmanager
+    async def open_blob(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob, in constant memory, checking its digest as it streams.
+
+        The digest check raises at the end of the stream, before the consumer (an upload) can
+        complete, so a corrupt blob is never committed under its digest.
+        """
+        await self.ping()
+        image = self.image(repository, digest)
+        request = self._client.build_request("GET", self._url(f"{repository}/blobs/{digest}"))
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise NetworkError(
+                f"cannot read blob {image}: {_describe_transport_error(exc, self.host)}",
+                operation="read blob",
+                image=image,
+            ) from exc
+        try:
+            if response.status_code >= 400:
+                body = await _read_capped(response, MAX_ERROR_BYTES, image)
+                self._raise_for_status(response, "read blob", image, body)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                hasher = hashlib.sha256()
+                async for chunk in response.aiter_bytes(1 << 16):
+                    hasher.update(chunk)
+                    yield chunk
+                if f"sha256:{hasher.hexdigest()}" != digest and digest.startswith("sha256:"):
+                    raise DigestMismatchError(
+                        f"{image}: blob content does not match its digest",
+                        operation="read blob",
+                        image=image,
+                    )
+
+            yield chunks()
+        finally:
+            await response.aclose()
+
     # -- transport --------------------------------------------------------------------------
 
     async def _request(
@@ -314,7 +445,8 @@ class RegistryClient:
         image: str,
         cap: int,
         headers: Optional[Mapping[str, str]] = None,
-        content: Optional[bytes] = None,
+        params: Optional[Mapping[str, str]] = None,
+        content: Union[bytes, AsyncIterator[bytes], None] = None,
         auth: object = httpx.USE_CLIENT_DEFAULT,
         retry: bool = True,
     ) -> tuple[httpx.Response, bytes]:
@@ -328,7 +460,7 @@ class RegistryClient:
         for attempt in range(1, attempts + 1):
             try:
                 response, body = await self._attempt(
-                    method, url, operation, image, cap, headers, content, auth
+                    method, url, operation, image, cap, headers, params, content, auth
                 )
             except NetworkError as exc:
                 if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
@@ -367,10 +499,13 @@ class RegistryClient:
         image: str,
         cap: int,
         headers: Optional[Mapping[str, str]],
-        content: Optional[bytes],
+        params: Optional[Mapping[str, str]],
+        content: Union[bytes, AsyncIterator[bytes], None],
         auth: object,
     ) -> tuple[httpx.Response, bytes]:
-        request = self._client.build_request(method, url, headers=headers, content=content)
+        request = self._client.build_request(
+            method, url, headers=headers, params=params, content=content
+        )
         async with self._limit:
             try:
                 response = await self._client.send(

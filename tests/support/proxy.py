@@ -317,6 +317,8 @@ class HttpProxy:
         self._up_host = up_host.strip("[]")
         self._up_port = int(up_port)
         self.delay = delay
+        #: ``rewrite_path(method, path) -> path``: change a request's target before forwarding.
+        self.rewrite_path: Optional[Callable[[str, str], str]] = None
         self._listen_host = listen_host
         self._port = port
 
@@ -703,6 +705,13 @@ class HttpProxy:
         fault: Optional[str],
     ) -> bool:
         request_head = head.raw(drop=("expect",) if expect_continue else ())
+        if self.rewrite_path is not None:
+            # Tests stand in for registry behaviour this way (e.g. one that refuses mounts).
+            path = head.first.split()[1].decode("latin-1")
+            new_path = self.rewrite_path(method, path)
+            if new_path != path:
+                first = head.first.replace(path.encode("latin-1"), new_path.encode("latin-1"), 1)
+                request_head = first + request_head[len(head.first) :]
         for attempt in (1, 2):
             try:
                 up_reader, up_writer, reused = await upstream.connect()
