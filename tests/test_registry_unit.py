@@ -267,3 +267,36 @@ def test_retry_after_forms() -> None:
     assert _retry_after(None) is None
     assert _retry_after("soon") is None
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@respx.mock
+def test_429_names_the_rate_limit_and_how_to_raise_it() -> None:
+    respx.head(f"{BASE}/library/app/manifests/latest").respond(
+        429,
+        headers={"ratelimit-limit": "100;w=21600", "x-ratelimit-remaining": "0;w=21600"},
+        json={
+            "errors": [
+                {"code": "TOOMANYREQUESTS", "message": "You have reached your pull rate limit."}
+            ]
+        },
+    )
+
+    async def go() -> object:
+        async with client(retries=1) as c:
+            return await c.head_manifest("library/app", "latest")
+
+    with pytest.raises(RegistryError) as excinfo:
+        run(go())
+    message = str(excinfo.value)
+    assert "too many requests (429)" in message
+    assert "0 of 100 pulls left per 6 h" in message
+    assert "logging in raises the limit" in message
+
+
+def test_rate_limit_header_forms() -> None:
+    from pushmanifest.registry import rate_limit
+
+    assert rate_limit(httpx.Headers({})) is None
+    limit = rate_limit(httpx.Headers({"x-ratelimit-limit": "200", "x-ratelimit-remaining": "7"}))
+    assert limit is not None and str(limit) == "7 of 200 pulls left"
+    assert rate_limit(httpx.Headers({"ratelimit-limit": "x", "ratelimit-remaining": "1"})) is None

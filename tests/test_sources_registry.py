@@ -101,7 +101,11 @@ def test_sources_in_other_repositories_are_mounted(open_registry: Any) -> None:
     assert result.digest == read_manifest(open_registry, "team/app", "1.0")[2]
 
 
-def test_refused_mount_is_streamed_through(open_registry: Any) -> None:
+def test_refused_mount_is_streamed_through(
+    open_registry: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    monkeypatch.setattr("pushmanifest.pusher.PROGRESS_MIN_BYTES", 1)
+    caplog.set_level("INFO", logger="pushmanifest")
     seed_image(open_registry, "team/refuse-src", "1.0", architecture="amd64")
     with HttpProxy(upstream=open_registry.host) as proxy:
         # A registry that refuses mounts answers 202 with a fresh upload session instead.
@@ -118,6 +122,18 @@ def test_refused_mount_is_streamed_through(open_registry: Any) -> None:
         assert proxy.count("GET", "/blobs/") == 2  # config and layer streamed
         assert proxy.count("PUT", "/blobs/uploads/") == 2
     check_list(open_registry, "team/refuse-dst", "latest")
+    assert "refused to mount" in caplog.text
+    assert "copied 127.0.0.1:" in caplog.text  # progress of large copies goes to stderr
+
+
+def test_deadline_stops_the_run(open_registry: Any) -> None:
+    seed_image(open_registry, "team/slow", "1.0", architecture="amd64")
+    with HttpProxy(upstream=open_registry.host, delay=0.5) as proxy:
+        spec = spec_for(f"{proxy.host}/team/slow:latest", [
+            (f"{proxy.host}/team/slow:1.0", {"os": "linux", "architecture": "amd64"}),
+        ])
+        with pytest.raises(pushmanifest.NetworkError, match=r"deadline of 0\.2 s"):
+            pushmanifest.push(spec, client=FAST, deadline=0.2)
 
 
 def test_sources_on_another_registry_are_streamed(open_registry: Any, token_registry: Any) -> None:

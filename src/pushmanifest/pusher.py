@@ -11,12 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union
 
 from .auth import Credentials, load_docker_config, resolve_credentials
-from .errors import InputError, MissingSourcesError, PushManifestError, RegistryError
+from .errors import (
+    InputError,
+    MissingSourcesError,
+    NetworkError,
+    PushManifestError,
+    RegistryError,
+)
 from .manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -119,6 +126,8 @@ class PushOptions:
     check_platform: bool = False
     #: With check_platform: a disagreement is an error instead of a warning.
     strict_platform: bool = False
+    #: Seconds the whole run may take (None: no limit beyond each request's timeouts).
+    deadline: Optional[float] = None
     #: Used for the targets' registries; sources elsewhere use the docker config.
     credentials: Optional[Credentials] = None
     #: A docker config directory or file; None means $DOCKER_CONFIG or ~/.docker.
@@ -141,7 +150,15 @@ async def push_async(
     spec_list = [specs] if isinstance(specs, ManifestListSpec) else list(specs)
     opts = _merge_options(options, kwargs)
     async with _Run(opts) as run:
-        return await run.push(spec_list)
+        if opts.deadline is None:
+            return await run.push(spec_list)
+        try:
+            return await asyncio.wait_for(run.push(spec_list), opts.deadline)
+        except asyncio.TimeoutError:
+            raise NetworkError(
+                f"the push did not finish within its deadline of {opts.deadline:g} s",
+                operation="push",
+            ) from None
 
 
 def push(
@@ -567,15 +584,36 @@ class _Run:
         else:
             location = await client.start_upload(target.repository)
         try:
-            async with (
-                self._copy_slots,
-                self.client(source.registry).open_blob(source.repository, digest) as chunks,
-            ):
+            blob = self.client(source.registry).open_blob(source.repository, digest)
+            async with self._copy_slots, blob as chunks:
+                if size >= PROGRESS_MIN_BYTES:
+                    chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
                 await client.upload_blob(location, digest, size, chunks, image)
         except BaseException:
             # Never leave an upload session we opened dangling.
             await client.delete_upload(location)
             raise
+
+
+#: Blobs at least this large report their progress on stderr while they are copied.
+PROGRESS_MIN_BYTES = 16 * 1024 * 1024
+PROGRESS_EVERY_SECONDS = 2.0
+
+
+async def _with_progress(
+    chunks: AsyncIterator[bytes], total: int, what: str
+) -> AsyncIterator[bytes]:
+    done = 0
+    last = time.monotonic()
+    mib = 1024 * 1024
+    async for chunk in chunks:
+        done += len(chunk)
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY_SECONDS:
+            last = now
+            log.info("copying %s: %.1f of %.1f MiB", what, done / mib, total / mib)
+        yield chunk
+    log.info("copied %s: %.1f MiB", what, done / mib)
 
 
 def _all_targets(specs: list[ManifestListSpec]) -> list[Reference]:

@@ -533,7 +533,10 @@ class RegistryClient:
                 ) from exc
         for warning in response.headers.get_list("Warning"):
             log.warning("%s: registry warning: %s", self.host, warning)
-        log.debug("%s %s -> %d", method, url, response.status_code)
+        if log.isEnabledFor(logging.DEBUG):
+            limit = rate_limit(response.headers)
+            suffix = f" ({limit})" if limit else ""
+            log.debug("%s %s -> %d%s", method, url, response.status_code, suffix)
         return response, body
 
     def _raise_for_status(
@@ -547,11 +550,18 @@ class RegistryClient:
             operation=operation,
             image=image,
             user=self.user,
+            rate_limit=rate_limit(response.headers),
         )
 
 
 def decode_error(
-    status: int, body: bytes, *, operation: str, image: str, user: Optional[str]
+    status: int,
+    body: bytes,
+    *,
+    operation: str,
+    image: str,
+    user: Optional[str],
+    rate_limit: Optional[RateLimit] = None,
 ) -> RegistryError:
     """One clear line from a registry error: what was refused, to whom, and why."""
     code, detail = _error_code_and_message(body)
@@ -566,10 +576,50 @@ def decode_error(
         message = f"{label}: {who} may not {verb} {image}{reason}{hint}"
     elif status == 429:
         message = f"cannot {operation} {image}: too many requests (429){_suffix(detail)}"
+        if rate_limit is not None:
+            message += f"; {rate_limit}"
+        if not user:
+            message += "; logging in raises the limit (docker login, or --username)"
     else:
         what = f"{code.lower()}: " if code else ""
         message = f"cannot {operation} {image}: {what}HTTP {status}{_suffix(detail)}"
     return cls(message, operation=operation, image=image, user=user, status=status, code=code)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Docker Hub's pull quota: ``ratelimit-limit: 100;w=21600``, ``ratelimit-remaining``."""
+
+    limit: int
+    remaining: int
+    window: Optional[int] = None
+
+    def __str__(self) -> str:
+        per = f" per {self.window // 3600} h" if self.window and self.window % 3600 == 0 else ""
+        if self.window and not per:
+            per = f" per {self.window} s"
+        return f"{self.remaining} of {self.limit} pulls left{per}"
+
+
+def rate_limit(headers: httpx.Headers) -> Optional[RateLimit]:
+    """The rate limit a response announces (with or without Docker Hub's old ``x-`` prefix)."""
+
+    def field(name: str) -> tuple[Optional[int], Optional[int]]:
+        value = headers.get(name) or headers.get(f"x-{name}")
+        if not value:
+            return None, None
+        amount, _, rest = value.partition(";")
+        window = rest.strip()[2:] if rest.strip().startswith("w=") else ""
+        try:
+            return int(amount.strip()), int(window) if window.isdigit() else None
+        except ValueError:
+            return None, None
+
+    limit, window = field("ratelimit-limit")
+    remaining, _ = field("ratelimit-remaining")
+    if limit is None or remaining is None:
+        return None
+    return RateLimit(limit=limit, remaining=remaining, window=window)
 
 
 def _suffix(detail: str) -> str:
