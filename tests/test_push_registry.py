@@ -318,7 +318,8 @@ def test_unchanged_rerun_writes_nothing_and_request_counts(
     repo = "demo/rerun"
     seeded = seed_set(open_registry, repo)
     n, extra_tags = len(seeded), 2
-    with HttpProxy(upstream=open_registry.host) as proxy:
+    # A delay makes concurrent requests overlap as over a real network: depth is then exact.
+    with HttpProxy(upstream=open_registry.host, delay=0.05) as proxy:
         spec = write_spec(tmp_path, spec_text(proxy.host, repo, "v1", tags=["v", "latest"]))
         first = run_cli("from-spec", str(spec), "--plain-http", cwd=tmp_path)
         assert first.returncode == 0, first.stderr
@@ -339,7 +340,8 @@ def test_unchanged_rerun_writes_nothing_and_request_counts(
 def test_platforms_from_image_config(open_registry: Any, tmp_path: Path) -> None:
     repo = "demo/no-platform"
     seeded = seed_set(open_registry, repo)
-    with HttpProxy(upstream=open_registry.host) as proxy:
+    # A delay makes concurrent requests overlap as over a real network: depth is then exact.
+    with HttpProxy(upstream=open_registry.host, delay=0.05) as proxy:
         spec = write_spec(tmp_path, spec_text(proxy.host, repo, with_platform=False))
         result = run_cli("from-spec", str(spec), "--plain-http", cwd=tmp_path)
         assert result.returncode == 0, result.stderr

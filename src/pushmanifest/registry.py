@@ -21,7 +21,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import httpx
 
@@ -194,6 +194,11 @@ class RegistryClient:
         )
         return response
 
+    async def _api(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        """A request to ``/v2/<path>``, once the ping has set up scheme and auth."""
+        await self.ping()
+        return await self._request(method, self._url(path), **kwargs)
+
     def _url(self, path: str) -> str:
         assert self._scheme is not None, "ping() first"
         return f"{self._scheme}://{self.host}/v2/{path}"
@@ -206,11 +211,10 @@ class RegistryClient:
         Falls back to a GET (and hashes the body) only when the registry leaves out the headers.
         A HEAD does not count against Docker Hub's pull rate limit; a GET does.
         """
-        await self.ping()
         image = self.image(repository, reference)
-        response, _ = await self._request(
+        response, _ = await self._api(
             "HEAD",
-            self._url(f"{repository}/manifests/{reference}"),
+            f"{repository}/manifests/{reference}",
             headers={"Accept": ACCEPT_MANIFESTS},
             operation="resolve",
             image=image,
@@ -236,11 +240,10 @@ class RegistryClient:
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Descriptor]:
         """The manifest's exact bytes, checked against the digest asked for or announced."""
-        await self.ping()
         image = self.image(repository, reference)
-        response, body = await self._request(
+        response, body = await self._api(
             "GET",
-            self._url(f"{repository}/manifests/{reference}"),
+            f"{repository}/manifests/{reference}",
             headers={"Accept": ACCEPT_MANIFESTS},
             operation="read the manifest of",
             image=image,
@@ -261,11 +264,10 @@ class RegistryClient:
 
     async def get_blob(self, repository: str, digest: str, *, cap: int = MAX_CONFIG_BYTES) -> bytes:
         """A (small) blob such as an image config, checked against its digest."""
-        await self.ping()
         image = self.image(repository, digest)
-        response, body = await self._request(
+        response, body = await self._api(
             "GET",
-            self._url(f"{repository}/blobs/{digest}"),
+            f"{repository}/blobs/{digest}",
             operation="read the config of",
             image=image,
             cap=cap,
@@ -283,11 +285,10 @@ class RegistryClient:
         self, repository: str, reference: str, data: bytes, media_type: str
     ) -> str:
         """PUT a manifest; returns its digest after checking the registry computed the same."""
-        await self.ping()
         image = self.image(repository, reference)
-        response, body = await self._request(
+        response, body = await self._api(
             "PUT",
-            self._url(f"{repository}/manifests/{reference}"),
+            f"{repository}/manifests/{reference}",
             headers={"Content-Type": media_type},
             content=data,
             operation="push",
@@ -309,11 +310,10 @@ class RegistryClient:
 
     async def head_blob(self, repository: str, digest: str) -> bool:
         """Whether the repository already holds the blob (a HEAD, no download)."""
-        await self.ping()
         image = self.image(repository, digest)
-        response, _ = await self._request(
+        response, _ = await self._api(
             "HEAD",
-            self._url(f"{repository}/blobs/{digest}"),
+            f"{repository}/blobs/{digest}",
             operation="check blob of",
             image=image,
             cap=MAX_ERROR_BYTES,
@@ -331,11 +331,10 @@ class RegistryClient:
         Returns None when mounted (201), or the upload URL of the session the registry opened
         instead (202: it refused the mount), which the caller must fill or delete.
         """
-        await self.ping()
         image = self.image(repository, digest)
-        response, body = await self._request(
+        response, body = await self._api(
             "POST",
-            self._url(f"{repository}/blobs/uploads/"),
+            f"{repository}/blobs/uploads/",
             params={"mount": digest, "from": source_repository},
             operation="mount blob into",
             image=image,
@@ -348,11 +347,10 @@ class RegistryClient:
 
     async def start_upload(self, repository: str) -> str:
         """Open an upload session; returns its URL."""
-        await self.ping()
         image = self.image(repository)
-        response, body = await self._request(
+        response, body = await self._api(
             "POST",
-            self._url(f"{repository}/blobs/uploads/"),
+            f"{repository}/blobs/uploads/",
             operation="push blob to",
             image=image,
             cap=MAX_ERROR_BYTES,
