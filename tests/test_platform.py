@@ -176,7 +176,6 @@ def test_aliases_and_fixes_give_notices(
         (("win", "amd64", ""), "os", "did you mean 'windows'?"),
         (("amd64", "linux", ""), "os", "'amd64' is an architecture, not an os"),
         (("unknown", "unknown", ""), "os", "known oses: aix, android"),
-        (("", "amd64", ""), "os", "os is empty"),
         (("linux", "s390x", "v1"), "variant", "s390x has no variants, remove the variant"),
         (("linux", "arm", "v9"), "variant", "not a variant of arm: known variants: v5, v6, v7, v8"),
         (("linux", "arm64", "v7"), "variant", "variant 'v7' is not a variant of arm64"),
@@ -373,7 +372,7 @@ def test_random_input_gives_platform_or_invalid_platform_error(
         assert exc.field in ("os", "architecture", "variant")
         assert str(exc)
         return
-    assert platform.os in KNOWN_OS
+    assert platform.os in KNOWN_OS or (platform.os == "" and os == "")  # "": partial
     assert platform.architecture in KNOWN_ARCHITECTURES
     assert not platform.variant or platform.variant in VARIANTS[platform.architecture]
     # Normalizing is idempotent: a normalized platform passes unchanged, without notices.

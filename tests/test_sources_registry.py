@@ -129,9 +129,12 @@ def test_refused_mount_is_streamed_through(
 def test_deadline_stops_the_run(open_registry: Any) -> None:
     seed_image(open_registry, "team/slow", "1.0", architecture="amd64")
     with HttpProxy(upstream=open_registry.host, delay=0.5) as proxy:
-        spec = spec_for(f"{proxy.host}/team/slow:latest", [
-            (f"{proxy.host}/team/slow:1.0", {"os": "linux", "architecture": "amd64"}),
-        ])
+        spec = spec_for(
+            f"{proxy.host}/team/slow:latest",
+            [
+                (f"{proxy.host}/team/slow:1.0", {"os": "linux", "architecture": "amd64"}),
+            ],
+        )
         with pytest.raises(pushmanifest.NetworkError, match=r"deadline of 0\.2 s"):
             pushmanifest.push(spec, client=FAST, deadline=0.2)
 
@@ -380,3 +383,21 @@ def test_append_replaces_same_platform_and_keeps_others(open_registry: Any) -> N
     assert [e["digest"] for e in data["manifests"]] == [arm.digest, amd2.digest, riscv.digest]
     assert amd.digest not in {e["digest"] for e in data["manifests"]}
     assert len(result.entries) == 3
+
+
+def test_partial_platform_is_completed_from_the_config(open_registry: Any, tmp_path: Path) -> None:
+    seed_image(open_registry, "team/partial", "arm", architecture="arm", variant="v7")
+    spec = tmp_path / "partial.yaml"
+    spec.write_text(
+        f"image: {open_registry.host}/team/partial:latest\nmanifests:\n"
+        f"  - image: {open_registry.host}/team/partial:arm\n"
+        "    platform: {architecture: arm}\n"
+    )
+    result = cli("from-spec", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = check_list(open_registry, "team/partial", "latest")
+    assert data["manifests"][0]["platform"] == {
+        "architecture": "arm",
+        "os": "linux",
+        "variant": "v7",
+    }

@@ -282,8 +282,18 @@ def test_missing_keys_point_at_their_parent() -> None:
         "s.yaml:3:5: manifests[0]: 'image' is required: the image for this platform",
         "s.yaml:3:5: manifests[0].platform: 'architecture' is required",
         "s.yaml:6:5: manifests[1].platform: 'architecture' is required",
-        "s.yaml:6:5: manifests[1].platform: 'os' is required",
     ]
+
+
+def test_platform_without_os_is_partial() -> None:
+    # Completed from the image's config at push time (a partial platform).
+    [spec] = load_spec_text(
+        "image: a/b:1\nmanifests:\n  - {image: a/b:2, platform: {architecture: arm, variant: v7}}",
+        "s.yaml",
+    )
+    platform = spec.manifests[0].platform
+    assert platform is not None
+    assert (platform.os, platform.architecture, platform.variant) == ("", "arm", "v7")
 
 
 def test_missing_manifests() -> None:

@@ -189,7 +189,8 @@ def normalize_platform(
     os = _scalar(os, "os")
     architecture = _scalar(architecture, "architecture")
     variant = _scalar(variant, "variant")
-    os_name = _normalize_os(os, notices)
+    # An empty os is a partial platform, completed later from the image's config.
+    os_name = _normalize_os(os, notices) if os else ""
     arch, implied_variant = _normalize_architecture(architecture, notices)
     variant_name = _normalize_variant(arch, variant, notices) if variant else ""
     if implied_variant:

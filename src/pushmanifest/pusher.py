@@ -388,9 +388,17 @@ class _Run:
             source.entries = await self._resolve_list(source)
             return
         platform = source.entry.platform
-        if platform is None or self.options.check_platform:
+        partial = platform is not None and not platform.os
+        if platform is None or partial or self.options.check_platform:
             from_config = await self._config_platform(source.entry.image, source.head.digest)
-            if platform is None:
+            if platform is not None and partial:
+                platform = _complete(platform, from_config)
+                log.info(
+                    "%s: platform %s (completed from its config)",
+                    source.entry.image.familiar(),
+                    platform,
+                )
+            elif platform is None:
                 log.info(
                     "%s: platform %s (from its config)", source.entry.image.familiar(), from_config
                 )
@@ -614,6 +622,19 @@ async def _with_progress(
             log.info("copying %s: %.1f of %.1f MiB", what, done / mib, total / mib)
         yield chunk
     log.info("copied %s: %.1f MiB", what, done / mib)
+
+
+def _complete(partial: Platform, config: Platform) -> Platform:
+    """A platform the spec gave in part (no os): the rest from the image's config."""
+    same_arch = partial.architecture == config.architecture
+    return Platform(
+        os=config.os,
+        architecture=partial.architecture,
+        variant=partial.variant or (config.variant if same_arch else ""),
+        os_version=partial.os_version or config.os_version,
+        os_features=partial.os_features or config.os_features,
+        features=partial.features or config.features,
+    )
 
 
 def _all_targets(specs: list[ManifestListSpec]) -> list[Reference]:

@@ -347,7 +347,8 @@ class PlatformSpec(_SpecModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     architecture: str
-    os: str
+    # Optional: a partial platform (architecture only) takes the rest from the image's config.
+    os: Optional[str] = None
     variant: Optional[str] = None
     osversion: Optional[str] = None
     os_version: Optional[str] = Field(None, alias="os.version")
@@ -416,7 +417,7 @@ class PlatformSpec(_SpecModel):
         }
         try:
             platform, notices = normalize_platform(
-                self.os,
+                self.os or "",
                 self.architecture,
                 self.variant or "",
                 os_version=os_version or "",
@@ -428,7 +429,7 @@ class PlatformSpec(_SpecModel):
             raise _problem_error(str(exc), key=key if key in keys else None) from None
         values = {
             "architecture": self.architecture,
-            "os": self.os,
+            "os": self.os or "",
             "variant": self.variant or "",
             os_version_key: os_version or "",
         }
