@@ -285,9 +285,9 @@ class _Run:
 
         present = [self._present_sources(spec, found) for spec in specs]
         # Only now, and only where needed: lists, configs, the list to append to (GETs).
-        await _gather(self._resolve(source) for sources in present for source in sources)
-        existing = await _gather(
-            self._existing_entries(spec, found.get(spec.image)) for spec in specs
+        _, existing = await asyncio.gather(
+            _gather(self._resolve(source) for sources in present for source in sources),
+            _gather(self._existing_entries(spec, found.get(spec.image)) for spec in specs),
         )
         built = [
             self._build(spec, sources, old) for spec, sources, old in zip(specs, present, existing)
@@ -303,9 +303,10 @@ class _Run:
             self._copy_entries(spec.image, entries) for spec, (_, entries) in zip(specs, built)
         )
         await _gather(
-            self._put(spec.image.with_tag(tag) if tag != spec.image.identifier else spec.image, m)
-            for spec, result, (m, _) in zip(specs, results, built)
-            for tag in result.written
+            self._put(ref, result.manifest_list)
+            for spec, result in zip(specs, results)
+            for ref in _target_refs(spec)
+            if ref.identifier in result.written
         )
         return results
 
