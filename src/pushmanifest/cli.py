@@ -19,23 +19,34 @@ from .errors import InputError, PushManifestError, SpecError
 
 if TYPE_CHECKING:
     from .auth import Credentials
-    from .pusher import PushResult
+    from .pusher import PushOptions, PushResult
+    from .registry import ClientOptions
+    from .spec import ManifestListSpec
 
 log = logging.getLogger("pushmanifest")
 
-COMMANDS = ("from-spec",)
+COMMANDS = ("from-spec", "from-args", "inspect")
 
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
-                    [--dry-run] [--json] SPEC [SPEC ...]
+                    [--append] [--check-platform] [--strict-platform]
+                    [--annotations KEY=VALUE,...] [--dry-run] [--json] SPEC [SPEC ...]
+       pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
+                    --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
+                    [the options of from-spec but SPEC]
+       pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
 
 Push multi-architecture manifest lists (Docker manifest list v2, OCI image index).
 
 commands:
   from-spec SPEC...   push the list(s) described by YAML spec files
-                      ("push from-spec", manifest-tool's spelling, works too)
+  from-args           push a list of an image per platform, named by a template
+                      (OS, ARCH, VARIANT in --template are replaced per platform)
+  inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
+                      platform and layers (--raw: the registry's exact bytes)
 
-Options may stand before or after the command. "pushmanifest from-spec --help" lists them all.
+"push from-spec" and "push from-args" (manifest-tool's spelling) work too.
+Options may stand before or after the command. "pushmanifest COMMAND --help" lists them all.
 """
 
 # Options that take a value: needed to find the command word among options in any order.
@@ -48,6 +59,11 @@ _VALUE_OPTIONS = {
     "--timeout",
     "--max-concurrency",
     "--retries",
+    "--platforms",
+    "--template",
+    "--target",
+    "--tags",
+    "--annotations",
 }
 
 
@@ -97,13 +113,8 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--version", action="version", version=f"pushmanifest {__version__}")
 
 
-def _from_spec_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pushmanifest from-spec",
-        description="Push the manifest list(s) described by YAML spec files. Several files, or "
-        "several YAML documents in one file, push several lists in one run.",
-    )
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
+def _add_push_options(parser: argparse.ArgumentParser) -> None:
+    """What from-spec and from-args share: how the list is built and what is written."""
     parser.add_argument(
         "--ignore-missing",
         action="store_true",
@@ -117,6 +128,29 @@ def _from_spec_parser() -> argparse.ArgumentParser:
         help="list format: auto (OCI index if any entry is OCI, else Docker list), docker, oci",
     )
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="merge into the list the target already holds: entries of the same platform are "
+        "replaced, the others kept",
+    )
+    parser.add_argument(
+        "--check-platform",
+        action="store_true",
+        help="read each image's config and warn where its platform differs from the one given",
+    )
+    parser.add_argument(
+        "--strict-platform",
+        action="store_true",
+        help="as --check-platform, but a difference is an error",
+    )
+    parser.add_argument(
+        "--annotations",
+        action="append",
+        metavar="KEY=VALUE,...",
+        help="annotations of the list (OCI index only: use with --type oci); repeatable or "
+        "comma-separated; for from-spec, merged over the spec's own",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="resolve everything and print the list that would be pushed; write nothing",
@@ -124,8 +158,84 @@ def _from_spec_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per list instead of Digest:"
     )
+
+
+def _from_spec_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest from-spec",
+        description="Push the manifest list(s) described by YAML spec files. Several files, or "
+        "several YAML documents in one file, push several lists in one run.",
+    )
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
+    _add_push_options(parser)
     _add_global_options(parser)
     return parser
+
+
+def _from_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest from-args",
+        description="Push a manifest list of one image per platform, as manifest-tool's "
+        "from-args: each platform's image is --template with the words OS, ARCH and VARIANT "
+        "replaced by its values (whole uppercase words, every occurrence; an empty variant "
+        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64).",
+        epilog="example: pushmanifest from-args --platforms linux/amd64,linux/arm/v7 "
+        "--template user/app:OS-ARCH-VARIANT --target user/app:1.0 --tags latest",
+    )
+    parser.add_argument(
+        "--platforms",
+        action="append",
+        required=True,
+        metavar="OS/ARCH[/VARIANT],...",
+        help="the platforms of the list, comma-separated or repeated",
+    )
+    parser.add_argument(
+        "--template",
+        required=True,
+        metavar="IMAGE",
+        help="each platform's source image, with OS, ARCH and VARIANT in it",
+    )
+    parser.add_argument(
+        "--target",
+        required=True,
+        metavar="IMAGE[:TAG]",
+        help="the list to push (tag latest when none)",
+    )
+    parser.add_argument(
+        "--tags",
+        action="append",
+        metavar="TAG,...",
+        help="more tags for the list, comma-separated or repeated",
+    )
+    _add_push_options(parser)
+    _add_global_options(parser)
+    return parser
+
+
+def _inspect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest inspect",
+        description="Show what a tag or digest holds: for a list, its digest, media type, size, "
+        "annotations and entries; for an image, its platform (from its config), layers and total "
+        "size. Only pull access is asked for; anonymous unless credentials are found.",
+    )
+    parser.add_argument(
+        "ref", metavar="IMAGE[:TAG|@DIGEST]", help="what to inspect (tag latest when none)"
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--raw", action="store_true", help="print the registry's exact bytes, nothing added"
+    )
+    output.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_global_options(parser)
+    return parser
+
+
+_PARSERS = {
+    "from-spec": _from_spec_parser,
+    "from-args": _from_args_parser,
+    "inspect": _inspect_parser,
+}
 
 
 def _split_command(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
@@ -188,26 +298,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.write(USAGE)
             return 0
         sys.stderr.write(USAGE)
-        sys.stderr.write("pushmanifest: error: a command is required (from-spec)\n")
+        sys.stderr.write(f"pushmanifest: error: a command is required ({_choices()})\n")
         return 2
     if command not in COMMANDS:
         sys.stderr.write(USAGE)
-        sys.stderr.write(f"pushmanifest: error: unknown command {command!r} (try from-spec)\n")
+        sys.stderr.write(f"pushmanifest: error: unknown command {command!r} (try {_choices()})\n")
         return 2
-    parser = _from_spec_parser()
+    parser = _PARSERS[command]()
     try:
         args = parser.parse_intermixed_args(rest)
     except SystemExit as exc:
         return int(exc.code or 0)
+    run = {"from-spec": _run_from_spec, "from-args": _run_from_args, "inspect": _run_inspect}
     with _logging_to(sys.stderr, args.debug):
         try:
-            return _run_from_spec(args)
+            return run[command](args)
         except PushManifestError as exc:
             _report(exc, args.debug)
             return exc.exit_code
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")
             return 130
+
+
+def _choices() -> str:
+    return ", ".join(COMMANDS[:-1]) + " or " + COMMANDS[-1]
 
 
 def _report(exc: PushManifestError, debug: bool) -> None:
@@ -223,14 +338,11 @@ def _report(exc: PushManifestError, debug: bool) -> None:
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from .pusher import PushOptions, push
-    from .registry import ClientOptions
     from .spec import load_spec_file, load_spec_text
 
-    credentials = _credentials(args)
+    options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
     specs = []
     problems = []
-
     for path in args.specs:
         try:
             if path == "-":
@@ -243,27 +355,94 @@ def _run_from_spec(args: argparse.Namespace) -> int:
             raise InputError(f"cannot read spec {path}: {exc.strerror or exc}") from exc
     if problems:
         raise SpecError(problems)
-    if args.insecure:
-        log.warning("--insecure: TLS certificates are not verified")
-    options = PushOptions(
+    if args.annotations:
+        from .fromargs import parse_annotations, with_annotations
+
+        annotations = parse_annotations(args.annotations)
+        specs = [with_annotations(spec, annotations) for spec in specs]
+    return _push_and_print(specs, options, as_json=args.json)
+
+
+def _run_from_args(args: argparse.Namespace) -> int:
+    from .fromargs import parse_annotations, spec_from_args
+
+    spec = spec_from_args(
+        platforms=args.platforms,
+        template=args.template,
+        target=args.target,
+        tags=args.tags,
+        annotations=parse_annotations(args.annotations),
+    )
+    return _push_and_print([spec], _push_options(args), as_json=args.json)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from .inspecting import InspectOptions, inspect
+
+    options = InspectOptions(
+        credentials=_credentials(args),
+        docker_config=args.docker_cfg,
+        client=_client_options(args),
+    )
+    result = inspect(args.ref, options)
+    out = sys.stdout
+    if args.raw:
+        out.flush()
+        buffer = getattr(out, "buffer", None)
+        if buffer is not None:
+            buffer.write(result.data)
+            buffer.flush()
+        else:  # a text-only stream (tests replacing sys.stdout)
+            out.write(result.data.decode("utf-8", "replace"))
+    elif args.json:
+        out.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        out.write(result.to_text())
+    out.flush()
+    return 0
+
+
+def _push_and_print(
+    specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
+) -> int:
+    from .pusher import push
+
+    results = push(specs, options)
+    for result in results:
+        _print_result(result, as_json=as_json)
+    return 0
+
+
+def _push_options(args: argparse.Namespace) -> PushOptions:
+    from .pusher import PushOptions
+
+    return PushOptions(
         list_type=args.list_type,
         ignore_missing=args.ignore_missing,
         dry_run=args.dry_run,
-        credentials=credentials,
+        append=args.append,
+        # --strict-platform is a stricter --check-platform: it needs the check to happen.
+        check_platform=args.check_platform or args.strict_platform,
+        strict_platform=args.strict_platform,
+        credentials=_credentials(args),
         docker_config=args.docker_cfg,
-        client=ClientOptions(
-            plain_http=args.plain_http,
-            insecure=args.insecure,
-            ca_file=args.ca_file,
-            read_timeout=args.timeout,
-            max_concurrency=args.max_concurrency,
-            retries=args.retries,
-        ),
+        client=_client_options(args),
     )
-    results = push(specs, options)
-    for result in results:
-        _print_result(result, as_json=args.json)
-    return 0
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    from .registry import ClientOptions
+
+    if args.insecure:
+        log.warning("--insecure: TLS certificates are not verified")
+    return ClientOptions(
+        plain_http=args.plain_http,
+        insecure=args.insecure,
+        ca_file=args.ca_file,
+        read_timeout=args.timeout,
+        max_concurrency=args.max_concurrency,
+        retries=args.retries,
+    )
 
 
 def _credentials(args: argparse.Namespace) -> Optional[Credentials]:
