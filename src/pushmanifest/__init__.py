@@ -18,6 +18,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "push": "pusher",
+    "inspect": "inspecting",
+    "inspect_async": "inspecting",
+    "InspectOptions": "inspecting",
+    "InspectResult": "inspecting",
+    "spec_from_args": "fromargs",
     "push_async": "pusher",
     "PushOptions": "pusher",
     "PushResult": "pusher",
@@ -54,6 +59,8 @@ __all__ = [
     "Descriptor",
     "DigestMismatchError",
     "InputError",
+    "InspectOptions",
+    "InspectResult",
     "InvalidPlatformError",
     "InvalidReferenceError",
     "ManifestEntrySpec",
@@ -73,10 +80,13 @@ __all__ = [
     "SpecError",
     "__version__",
     "build_manifest_list",
+    "inspect",
+    "inspect_async",
     "load_spec_file",
     "load_spec_text",
     "push",
     "push_async",
+    "spec_from_args",
 ]
 
 if TYPE_CHECKING:
@@ -93,6 +103,8 @@ if TYPE_CHECKING:
         RegistryError,
         SpecError,
     )
+    from .fromargs import spec_from_args
+    from .inspecting import InspectOptions, InspectResult, inspect, inspect_async
     from .manifest import Descriptor, ManifestList, build_manifest_list
     from .platform import Platform
     from .pusher import PushedEntry, PushOptions, PushResult, push, push_async

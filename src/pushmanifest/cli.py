@@ -59,6 +59,7 @@ _VALUE_OPTIONS = {
     "--timeout",
     "--max-concurrency",
     "--retries",
+    "--deadline",
     "--platforms",
     "--template",
     "--target",
@@ -108,6 +109,13 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         default=5,
         metavar="N",
         help="attempts per request on connection errors, 408, 429 and 5xx (default 5)",
+    )
+    group.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up (exit 1) when a push has not finished after this long",
     )
     group.add_argument("--debug", action="store_true", help="log every request; tracebacks")
     group.add_argument("--version", action="version", version=f"pushmanifest {__version__}")
@@ -421,9 +429,9 @@ def _push_options(args: argparse.Namespace) -> PushOptions:
         ignore_missing=args.ignore_missing,
         dry_run=args.dry_run,
         append=args.append,
-        # --strict-platform is a stricter --check-platform: it needs the check to happen.
-        check_platform=args.check_platform or args.strict_platform,
+        check_platform=args.check_platform,
         strict_platform=args.strict_platform,
+        deadline=args.deadline,
         credentials=_credentials(args),
         docker_config=args.docker_cfg,
         client=_client_options(args),

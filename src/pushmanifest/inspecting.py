@@ -13,7 +13,6 @@ function ``pushmanifest.inspect``, which a submodule of that name would hide.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from .manifest import (
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
+    descriptor_from_json,
+    json_object,
 )
 from .platform import Platform
 from .reference import Reference
@@ -233,7 +234,7 @@ async def _result(
     client: RegistryClient, reference: Reference, data: bytes, descriptor: Descriptor
 ) -> InspectResult:
     where = client.image(reference.repository, reference.identifier)
-    body = _json_object(data, where)
+    body = json_object(data, where)
     media_type = descriptor.media_type
     if not media_type and isinstance(body.get("mediaType"), str):
         media_type = body["mediaType"]
@@ -256,41 +257,29 @@ async def _result(
                 f"{where}: the list has no 'manifests' array", operation="inspect", image=where
             )
         manifests = tuple(
-            _descriptor(child, f"{where} entry {index}") for index, child in enumerate(children)
+            descriptor_from_json(child, f"{where} entry {index}")
+            for index, child in enumerate(children)
         )
         return InspectResult(manifests=manifests, **common)
 
     config_data = body.get("config")
-    config = _descriptor(config_data, f"{where} config") if config_data is not None else None
+    config = (
+        descriptor_from_json(config_data, f"{where} config") if config_data is not None else None
+    )
     layers_data = body.get("layers") or []
     if not isinstance(layers_data, list):
         raise RegistryError(f"{where}: 'layers' is not an array", operation="inspect", image=where)
     layers = tuple(
-        _descriptor(layer, f"{where} layer {index}") for index, layer in enumerate(layers_data)
+        descriptor_from_json(layer, f"{where} layer {index}")
+        for index, layer in enumerate(layers_data)
     )
     platform = None
     if config is not None and config.media_type in IMAGE_CONFIG_MEDIA_TYPES:
         blob = await client.get_blob(reference.repository, config.digest)
-        platform = Platform.from_dict(_json_object(blob, f"{where} config"))
+        platform = Platform.from_dict(json_object(blob, f"{where} config"))
         if not platform.os and not platform.architecture:
             platform = None
     return InspectResult(config=config, layers=layers, platform=platform, **common)
-
-
-def _json_object(data: bytes, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError as exc:
-        raise RegistryError(
-            f"{where}: the registry sent invalid JSON ({exc})", operation="inspect", image=where
-        ) from None
-    if not isinstance(value, dict):
-        raise RegistryError(
-            f"{where}: the registry sent JSON that is not an object",
-            operation="inspect",
-            image=where,
-        )
-    return value
 
 
 def _string_map(value: object, where: str) -> dict[str, str]:
@@ -299,22 +288,6 @@ def _string_map(value: object, where: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise RegistryError(f"{where}: not an object", operation="inspect")
     return {str(k): str(v) for k, v in value.items()}
-
-
-def _descriptor(data: object, where: str) -> Descriptor:
-    if not isinstance(data, dict):
-        raise RegistryError(f"{where}: not a descriptor object", operation="inspect")
-    try:
-        platform = data.get("platform")
-        return Descriptor(
-            media_type=str(data.get("mediaType") or ""),
-            digest=str(data["digest"]),
-            size=int(data["size"]),
-            platform=Platform.from_dict(platform) if isinstance(platform, dict) else None,
-            annotations=_string_map(data.get("annotations"), f"{where} annotations"),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"{where}: malformed descriptor ({exc})", operation="inspect") from None
 
 
 def _descriptor_dict(descriptor: Descriptor) -> dict[str, Any]:

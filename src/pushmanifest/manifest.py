@@ -14,12 +14,13 @@ list, and so that digests can be compared across tools), the JSON is written exa
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from .errors import InputError
+from .errors import InputError, RegistryError
 from .platform import Platform
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -260,3 +261,37 @@ def _key(key: object) -> str:
     if not isinstance(key, str):
         raise TypeError(f"Go JSON object keys are strings, not {type(key).__name__}")
     return key
+
+
+# -- reading what registries send -------------------------------------------------------------
+
+
+def json_object(data: bytes, where: str) -> dict[str, Any]:
+    """A manifest or config from a registry, as a JSON object; RegistryError when it is not."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise RegistryError(
+            f"{where}: the registry sent invalid JSON ({exc})", image=where
+        ) from None
+    if not isinstance(value, dict):
+        raise RegistryError(f"{where}: the registry sent JSON that is not an object", image=where)
+    return value
+
+
+def descriptor_from_json(data: object, where: str) -> Descriptor:
+    """A descriptor (list entry, config, layer) as a registry sent it."""
+    if not isinstance(data, dict):
+        raise RegistryError(f"{where}: not a descriptor object", image=where)
+    try:
+        platform = data.get("platform")
+        annotations = data.get("annotations") or {}
+        return Descriptor(
+            media_type=str(data.get("mediaType") or ""),
+            digest=str(data["digest"]),
+            size=int(data["size"]),
+            platform=Platform.from_dict(platform) if isinstance(platform, dict) else None,
+            annotations={str(k): str(v) for k, v in dict(annotations).items()},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"{where}: malformed descriptor ({exc})", image=where) from None

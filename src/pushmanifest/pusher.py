@@ -9,7 +9,7 @@ grow with the number of architectures.
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
@@ -32,6 +32,8 @@ from .manifest import (
     Descriptor,
     ManifestList,
     build_manifest_list,
+    descriptor_from_json,
+    json_object,
 )
 from .platform import Platform
 from .reference import Reference
@@ -175,9 +177,10 @@ def push(
 def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> PushOptions:
     opts = options or PushOptions()
     if kwargs:
-        import dataclasses
-
         opts = dataclasses.replace(opts, **kwargs)
+    if opts.strict_platform and not opts.check_platform:
+        # Strictness about a check implies making the check.
+        opts = dataclasses.replace(opts, check_platform=True)
     if opts.list_type not in ("auto", "docker", "oci"):
         raise InputError(f"unknown list type {opts.list_type!r}: use auto, docker or oci")
     return opts
@@ -409,7 +412,7 @@ class _Run:
         source.entries = [_with_platform(source.head, platform, source.entry.annotations)]
 
     async def _config_platform(self, image: Reference, digest: str) -> Platform:
-        manifest = _json_object(await self._fetch_manifest(image, digest), image.familiar())
+        manifest = json_object(await self._fetch_manifest(image, digest), image.familiar())
         config = manifest.get("config")
         config_digest = config.get("digest") if isinstance(config, dict) else None
         if not isinstance(config_digest, str):
@@ -418,7 +421,7 @@ class _Run:
                 operation="resolve",
                 image=str(image),
             )
-        data = _json_object(await self._fetch_blob(image, config_digest), image.familiar())
+        data = json_object(await self._fetch_blob(image, config_digest), image.familiar())
         platform = Platform.from_dict(data)
         if not platform.os or not platform.architecture:
             raise RegistryError(
@@ -448,7 +451,7 @@ class _Run:
     async def _resolve_list(self, source: _Source) -> list[Descriptor]:
         """A list as a source: its entries, inlined (or the one the spec's platform selects)."""
         image = source.entry.image
-        data = _json_object(await self._fetch_manifest(image, source.head.digest), image.familiar())
+        data = json_object(await self._fetch_manifest(image, source.head.digest), image.familiar())
         children = data.get("manifests")
         if not isinstance(children, list):
             raise RegistryError(
@@ -459,7 +462,7 @@ class _Run:
         images: list[Descriptor] = []
         attestations: list[Descriptor] = []
         for index, child in enumerate(children):
-            descriptor = _descriptor_from_json(child, f"{image.familiar()} entry {index}")
+            descriptor = descriptor_from_json(child, f"{image.familiar()} entry {index}")
             if _is_attestation(descriptor):
                 attestations.append(descriptor)
             elif descriptor.platform is None or not descriptor.platform.architecture:
@@ -502,12 +505,12 @@ class _Run:
                 operation="resolve",
                 image=str(target),
             )
-        data = _json_object(await self._fetch_manifest(target, head.digest), target.familiar())
+        data = json_object(await self._fetch_manifest(target, head.digest), target.familiar())
         children = data.get("manifests")
         if not isinstance(children, list):
             return []
         return [
-            _descriptor_from_json(child, f"{target.familiar()} entry {index}")
+            descriptor_from_json(child, f"{target.familiar()} entry {index}")
             for index, child in enumerate(children)
         ]
 
@@ -567,7 +570,7 @@ class _Run:
         if await client.head_manifest(target.repository, child.digest) is not None:
             return b""
         data = await self._fetch_manifest(source, child.digest)
-        manifest = _json_object(data, source.familiar())
+        manifest = json_object(data, source.familiar())
         blobs = [manifest.get("config"), *(manifest.get("layers") or [])]
         await _gather(
             self._copy_blob(source, target, blob["digest"], int(blob.get("size", 0)))
@@ -640,23 +643,6 @@ def _complete(partial: Platform, config: Platform) -> Platform:
 
 def _all_targets(specs: list[ManifestListSpec]) -> list[Reference]:
     return _unique(ref for spec in specs for ref in _target_refs(spec))
-
-
-def _descriptor_from_json(data: object, where: str) -> Descriptor:
-    if not isinstance(data, dict):
-        raise RegistryError(f"{where}: not a descriptor object")
-    try:
-        platform = data.get("platform")
-        annotations = data.get("annotations") or {}
-        return Descriptor(
-            media_type=str(data["mediaType"]),
-            digest=str(data["digest"]),
-            size=int(data["size"]),
-            platform=Platform.from_dict(platform) if isinstance(platform, dict) else None,
-            annotations={str(k): str(v) for k, v in dict(annotations).items()},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"{where}: malformed descriptor ({exc})") from exc
 
 
 ATTESTATION_TYPE = "vnd.docker.reference.type"
@@ -741,18 +727,6 @@ def _check_inputs(specs: list[ManifestListSpec]) -> None:
 
 def _origin(spec: ManifestListSpec) -> str:
     return spec.origin or spec.image.familiar()
-
-
-def _json_object(body: bytes, image: str) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise RegistryError(
-            f"{image}: the registry sent invalid JSON ({exc})", image=image
-        ) from exc
-    if not isinstance(data, dict):
-        raise RegistryError(f"{image}: the registry sent JSON that is not an object", image=image)
-    return data
 
 
 def _unique(items: Iterable[T]) -> list[T]:
