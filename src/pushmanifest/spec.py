@@ -1001,6 +1001,49 @@ def _unclosed_quote(lines: list[str], error_line: int) -> Optional[tuple[int, in
     return None
 
 
+def _char_at(lines: list[str], line: int, column: int) -> str:
+    """The character at a mark, or "" when the mark is past the end (YAML marks end of stream)."""
+    if 0 <= line < len(lines) and 0 <= column < len(lines[line]):
+        return lines[line][column]
+    return ""
+
+
+def _flow_opener(
+    lines: list[str], context_mark: yaml.Mark, mark: yaml.Mark
+) -> Optional[tuple[int, int, str]]:
+    """The '[' or '{' a flow-collection error is about: (line index, column, bracket), or None.
+
+    The context mark is that bracket for "while parsing a flow sequence/mapping"; for "while
+    parsing a flow node" it is where the missing node was expected (possibly the end of the
+    stream), so the innermost bracket still open before the problem is found by scanning.
+    """
+    char = _char_at(lines, context_mark.line, context_mark.column)
+    if char in ("[", "{"):
+        return context_mark.line, context_mark.column, char
+    stack: list[tuple[int, int, str]] = []
+    for index in range(min(mark.line + 1, len(lines))):
+        text = lines[index] if index < mark.line else lines[index][: mark.column]
+        quote = ""
+        column = 0
+        while column < len(text):
+            char = text[column]
+            if quote:
+                if char == "\\" and quote == '"':
+                    column += 1
+                elif char == quote:
+                    quote = ""
+            elif char in ("'", '"'):
+                quote = char
+            elif char == "#" and (column == 0 or text[column - 1] in " \t"):
+                break
+            elif char in ("[", "{"):
+                stack.append((index, column, char))
+            elif char in ("]", "}") and stack:
+                stack.pop()
+            column += 1
+    return stack[-1] if stack else None
+
+
 def _syntax_problem(text: str, filename: str, exc: yaml.YAMLError) -> SpecProblem:
     lines = text.splitlines() or [""]
     if isinstance(exc, ReaderError):
@@ -1035,7 +1078,7 @@ def _explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional
     text = lines[line] if line < len(lines) else ""
 
     if context == "while scanning a quoted scalar" and context_mark is not None:
-        quote = lines[context_mark.line][context_mark.column]
+        quote = _char_at(lines, context_mark.line, context_mark.column) or '"'
         return (
             f"the quote {quote} opened here is never closed: add the closing {quote} at the end "
             "of the value",
@@ -1055,8 +1098,12 @@ def _explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional
     if cannot_start:
         char = cannot_start.group(1)
         return f"a plain value cannot start with '{char}': quote the value (\"{char}...\")", None
+    flow = None
     if context.startswith("while parsing a flow ") and context_mark is not None:
-        opener = lines[context_mark.line][context_mark.column]
+        flow = _flow_opener(lines, context_mark, mark)
+    if flow is not None:
+        # "while parsing a flow node" marks where a node was expected, not the opening bracket.
+        open_line, open_column, opener = flow
         closer = "]" if opener == "[" else "}"
         variable = text.rfind("${", 0, mark.column + 1)
         if variable >= 0 or "${" in text:
@@ -1065,18 +1112,17 @@ def _explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional
                 '("${VAR}"): YAML reads its braces as a mapping',
                 (line, variable if variable >= 0 else text.index("${")),
             )
-        got = re.search(r"but got '(.*)'$", problem)
+        got = re.search(r"but (?:got|found) '(.*)'$", problem)
         found = got.group(1) if got else ""
         if found in ("]", "}") and found != closer:
             return (
-                f"'{opener}' (line {context_mark.line + 1}) is closed with '{found}': "
-                f"use '{closer}'",
+                f"'{opener}' (line {open_line + 1}) is closed with '{found}': use '{closer}'",
                 None,
             )
-        if found == "<stream end>" or line > context_mark.line:
+        if found == "<stream end>" or line > open_line:
             return (
                 f"'{opener}' opened here is never closed: add '{closer}' after the last item",
-                (context_mark.line, context_mark.column),
+                (open_line, open_column),
             )
         return f"expected ',' or '{closer}' here: separate items with ', '", None
     if "found undefined alias" in problem:
@@ -1142,7 +1188,7 @@ def _explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional
             None,
         )
     if problem == "could not find expected ':'" and context_mark is not None:
-        start = lines[context_mark.line].strip()
+        start = (lines[context_mark.line] if context_mark.line < len(lines) else "").strip()
         return (
             f"line {context_mark.line + 1} ({start!r}) is not a 'key: value' pair: add ':' after "
             "the key, or indent the line if it continues the value above",
