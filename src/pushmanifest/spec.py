@@ -520,6 +520,7 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_VALUES = 100_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SCALAR_KINDS = {
     "tag:yaml.org,2002:int": "a number",
     "tag:yaml.org,2002:float": "a number",
@@ -562,6 +563,9 @@ class _Builder:
             self.broken.add(path)
             return None
         if isinstance(node, yaml.ScalarNode):
+            if self._not_text(node):
+                self.broken.add(path)
+                return None
             return None if node.tag == _NULL_TAG else node.value
         if isinstance(node, yaml.SequenceNode):
             return [
@@ -616,8 +620,28 @@ class _Builder:
         self.problem(node.start_mark, "'<<' merges a mapping, or a list of mappings (e.g. *name)")
         return []
 
+    def _not_text(self, node: yaml.ScalarNode) -> bool:
+        """Report a scalar holding a lone surrogate, which a "\\uD83D" escape can produce.
+
+        It is not text: it cannot be encoded (in a list's JSON, in a message), so it must not
+        get past loading.
+        """
+        found = _SURROGATE.search(node.value)
+        if found is None:
+            return False
+        shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+        self.problem(
+            node.start_mark,
+            f"{shown!r} holds U+{ord(found.group()):04X}, half of a UTF-16 surrogate pair "
+            "(from a '\\u' escape), which is not a character: write the character itself, or "
+            "escape it whole with '\\U' and 8 hex digits",
+        )
+        return True
+
     def key(self, node: yaml.Node) -> Optional[str]:
         if isinstance(node, yaml.ScalarNode):
+            if self._not_text(node):
+                return None
             if node.tag == _STR_TAG:
                 return str(node.value)
             kind = _SCALAR_KINDS.get(node.tag, f"of type {node.tag}")
