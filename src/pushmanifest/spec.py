@@ -520,6 +520,13 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_VALUES = 100_000
+# A spec nests 5 levels deep (manifests, an entry, its platform, features, a feature); far
+# deeper nesting exhausts the stack of PyYAML's (recursive) composer and of the builder below.
+_MAX_DEPTH = 50
+_TOO_DEEP = (
+    f"the document nests more than {_MAX_DEPTH} levels deep; a spec needs 5 at most "
+    "(manifests, an entry, its platform, features)"
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SCALAR_KINDS = {
     "tag:yaml.org,2002:int": "a number",
@@ -546,6 +553,7 @@ class _Builder:
         # Paths whose value could not be built: validation errors there only repeat the problem.
         self.broken: set[Loc] = set()
         self._count = 0
+        self._too_deep = False
 
     def problem(self, mark: yaml.Mark, message: str) -> None:
         self.problems.append(SpecProblem(self.filename, mark.line + 1, mark.column + 1, message))
@@ -556,6 +564,12 @@ class _Builder:
         if self._count > _MAX_VALUES:
             if self._count == _MAX_VALUES + 1:
                 self.problem(node.start_mark, "the document expands to too many values (aliases)")
+            self.broken.add(path)
+            return None
+        if len(path) > _MAX_DEPTH:  # through aliases: their events nest no deeper
+            if not self._too_deep:
+                self._too_deep = True
+                self.problem(node.start_mark, _TOO_DEEP + " (through aliases)")
             self.broken.add(path)
             return None
         if any(node is a for a in active):
@@ -1249,6 +1263,9 @@ def load_spec_text(
     notices: list[SpecProblem] = []
     specs: list[ManifestListSpec] = []
     documents = 0
+    too_deep = _too_deep(text, filename)
+    if too_deep is not None:
+        raise SpecError([too_deep])
     try:
         for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
@@ -1277,6 +1294,29 @@ def load_spec_text(
     for notice in notices:
         log.info("%s", notice)
     return specs
+
+
+def _too_deep(text: str, filename: str) -> Optional[SpecProblem]:
+    """Where the text nests deeper than any spec does, before the composer recurses that deep.
+
+    PyYAML's parser is iterative; its composer recurses once per level and would raise
+    RecursionError. A syntax error stops the scan: composing reports it, after the documents
+    before it.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    mark = event.start_mark
+                    line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+                    return SpecProblem(filename, line + 1, column + 1, _TOO_DEEP)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
+    return None
 
 
 def load_spec_file(
