@@ -242,6 +242,8 @@ def load_docker_config(
     except ValueError as exc:
         # json's message gives line and column and, unlike the file, no secrets.
         raise InputError(f"docker config {file} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(f"docker config {file} is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(f"docker config {file} is not a JSON object")
     return DockerConfig(data, path=file, helper_timeout=helper_timeout)
@@ -302,7 +304,7 @@ def run_credential_helper(
         return None
     try:
         data = json.loads(stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k, ""), str) for k in ("Username", "Secret")

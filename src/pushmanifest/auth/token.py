@@ -183,7 +183,7 @@ def _error_detail(response: httpx.Response) -> str:
         return ""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return _one_line(body.decode("utf-8", "replace"))
     if isinstance(data, dict):
         errors = data.get("errors")
@@ -671,7 +671,7 @@ class TokenAuth(httpx.Auth):
             )
         try:
             data = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             data = None
         value = None
         if isinstance(data, dict):
