@@ -296,6 +296,9 @@ def run_credential_helper(
         if _NOT_FOUND in first.lower():
             log.debug("%s has no credentials for %s", program, server_url)
         else:
+            if '"secret"' in first.lower():
+                # Its answer (or a shell trace of it) after all: the message must not show it.
+                first = f"exit status {status}, with output holding a Secret (not shown)"
             log.warning("%s get failed for %s: %s", program, server_url, first)
         return None
     if _NOT_FOUND in stdout.lower():
