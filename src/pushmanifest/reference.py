@@ -238,6 +238,11 @@ def _check_domain(domain: str, text: str) -> str:
         return host.lower()
     if not _PORT.fullmatch(port):
         raise _fail(f"registry {_q(domain)}{where}: port {_q(port)} is not a number; {hint}")
+    if len(port) > 5:  # before int(): Python refuses to convert more than 4300 digits
+        raise _fail(
+            f"registry {_q(domain)}{where}: port {_q(port)} has {len(port)} digits; ports are "
+            "between 1 and 65535"
+        )
     if not 0 < int(port) < 65536:
         raise _fail(f"registry {_q(domain)}{where}: port {port} is not between 1 and 65535")
     return f"{host.lower()}:{port}"
