@@ -51,6 +51,8 @@ PLATFORMS = [
     ("arm64v8", "arm64", "v8"),
 ]
 RUNS = 20
+#: Runs of each series with one attempt per request (some fail part-way).
+PARTIAL_RUNS = 15
 RATE = 0.2
 #: Attempts per request in the 20 % runs: see the module's docstring.
 RETRIES = 8
@@ -273,7 +275,7 @@ def test_cli_push_survives_20_percent_faults(open_registry: Any, tmp_path: Path)
     seeded = seed_set(open_registry, repo)
     figures = Figures("CLI subprocess (--plain-http --retries 8), 20 %")
     with faulty_proxy(open_registry) as proxy, client_for(open_registry) as reader:
-        for seed in range(3):
+        for seed in range(2):
             arm(proxy, 300 + seed)
             spec = tmp_path / f"spec{seed}.yaml"
             spec.write_text(spec_text(proxy.host, repo, f"{repo}:cli{seed}", ["latest"]))
@@ -289,7 +291,7 @@ def test_cli_push_survives_20_percent_faults(open_registry: Any, tmp_path: Path)
                 check_list(reader, repo, tag, seeded, digest, int(size))
             figures.right += 1
     figures.report()
-    assert figures.right == 3
+    assert figures.right == 2
 
 
 # -- beyond the retries: a clean failure, and never a broken tag ---------------------------------
@@ -341,7 +343,7 @@ def test_a_tag_never_points_at_a_list_with_missing_entries(
     options = PushOptions(client=ClientOptions(plain_http=True, backoff=0.01, retries=1))
     present = 0
     with faulty_proxy(open_registry) as proxy, client_for(open_registry) as reader:
-        for seed in range(RUNS):
+        for seed in range(PARTIAL_RUNS):
             arm(proxy, 400 + seed, rate=0.25)
             target = f"faults/partial{seed}" if cross_repository else source
             tags = [f"p{seed}", f"p{seed}-a", f"p{seed}-b"]
@@ -359,7 +361,7 @@ def test_a_tag_never_points_at_a_list_with_missing_entries(
             present += whole_tags(reader, target, tags)
     text = figures.report()
     print(f"[faults] ... tags present after the runs: {present}, every one whole")
-    assert figures.right + figures.failed_cleanly == RUNS
+    assert figures.right + figures.failed_cleanly == PARTIAL_RUNS
     # The rate is high enough for both outcomes to occur: the test sees partial failures.
     assert figures.failed_cleanly > 0, text
 
