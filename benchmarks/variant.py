@@ -1,0 +1,70 @@
+"""Run the pushmanifest CLI with measurement-only patches: what a change to src/ would give.
+
+    python benchmarks/variant.py [--http2] [--head-keepalive] -- PUSHMANIFEST-ARGUMENTS...
+
+* ``--http2``: every ``httpx.AsyncClient`` is made with ``http2=True`` (needs the ``h2``
+  package; HTTP/2 is negotiated over TLS only, by ALPN).
+* ``--head-keepalive``: the (empty) body of a HEAD response is read before the response is
+  closed, so that httpx returns the connection to its pool instead of closing it.
+
+Nothing here ships: the benchmark uses it to measure a candidate before anyone changes src/.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+PATCHES = ("--http2", "--head-keepalive")
+
+
+def _http2() -> None:
+    import httpx
+
+    original = httpx.AsyncClient.__init__
+
+    def init(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("http2", True)
+        original(self, *args, **kwargs)
+
+    httpx.AsyncClient.__init__ = init  # type: ignore[method-assign]
+
+
+def _head_keepalive() -> None:
+    import httpx
+
+    from pushmanifest import registry
+
+    original = registry._read_capped
+
+    async def read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
+        if response.request.method == "HEAD":
+            await response.aread()  # nothing to read, but h11 reaches DONE: connection reusable
+            return b""
+        return await original(response, cap, image)
+
+    registry._read_capped = read_capped  # type: ignore[assignment]
+
+
+def main(argv: list[str]) -> int:
+    patches = []
+    while argv and argv[0] != "--":
+        patches.append(argv.pop(0))
+    argv = argv[1:]
+    unknown = [p for p in patches if p not in PATCHES]
+    if unknown:
+        sys.stderr.write(
+            f"variant.py: unknown patch {unknown[0]!r} (known: {', '.join(PATCHES)})\n"
+        )
+        return 2
+    if "--http2" in patches:
+        _http2()
+    if "--head-keepalive" in patches:
+        _head_keepalive()
+    from pushmanifest.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
