@@ -184,7 +184,9 @@ def machine() -> dict[str, str]:
     optional = [name for name in ("trio", "h2") if importlib.util.find_spec(name) is not None]
     return {
         "optional": ", ".join(optional) or "none",
-        "cpus": str(os.cpu_count()),
+        "cpus": str(
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ),
         "cpu": cpu,
         "python": pyplatform.python_version(),
         "system": f"{pyplatform.system()} {pyplatform.release()}",
@@ -733,7 +735,7 @@ def verdict(ok: Optional[bool]) -> str:
 def report(res: Results, sizes: Sequence[int]) -> str:
     info = res.info
     lines = [
-        "### Benchmark: pushmanifest vs docker manifest",
+        "## Benchmark: pushmanifest vs docker manifest",
         "",
         f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['system']}, Python "
         f"{info['python']} (installed packages that httpcore imports at start when present: "
@@ -751,7 +753,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
         "out of the ratio. Depth is shown where there is latency only: without it, requests sent "
         "together need not overlap.",
         "",
-        "#### One list, platforms given, no extra tag",
+        "### One list, platforms given, no extra tag",
         "",
     ]
     rows = []
@@ -794,7 +796,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
         ],
         rows,
     )
-    lines += ["", "#### Extra tags and platforms from the images' configs (50 ms)", ""]
+    lines += ["", "### Extra tags and platforms from the images' configs (50 ms)", ""]
     rows = []
     for auth, cell in res.tags.items():
         n = 8 if 8 in sizes else max(sizes)
@@ -813,7 +815,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
             ]
         )
     lines += table(["auth", "N", "platforms", "T", "requests", "depth", "wall"], rows)
-    lines += ["", "#### Start-up (median of runs, wall clock, subprocess)", ""]
+    lines += ["", "### Start-up (median of runs, wall clock, subprocess)", ""]
     rows = []
     for label, times, target in res.startup:
         med = median(times)
@@ -822,7 +824,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     lines += table(["command", "median", "min", "target", "met"], rows)
     lines += [
         "",
-        f"#### Bulk: {BULK_LISTS} lists x {BULK_ARCHS} archs in one invocation, 50 ms "
+        f"### Bulk: {BULK_LISTS} lists x {BULK_ARCHS} archs in one invocation, 50 ms "
         "(10 spec files of 5 YAML documents)",
         "",
     ]
@@ -860,7 +862,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     if res.tls:
         lines += [
             "",
-            "#### TLS registry (htpasswd) behind a TCP forwarder adding the round-trip time "
+            "### TLS registry (htpasswd) behind a TCP forwarder adding the round-trip time "
             "(a new connection costs one more round trip, its TLS handshake one more)",
             "",
         ]
@@ -868,7 +870,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
         for case, label, rtt, cell in res.tls:
             rows.append([case, ms(rtt), label, ms(cell.wall), value(cell, "connections")])
         lines += table(["push", "RTT", "client", "wall", "TCP conns"], rows)
-    lines += ["", "#### Targets of issue 4", ""]
+    lines += ["", "### Targets of issue 4", ""]
     lines += table(["#", "target", "measured", "met"], targets(res, sizes))
     if res.notes:
         lines += ["", *(f"- {n}" for n in res.notes)]
