@@ -355,17 +355,6 @@ def test_bulk_bounded_concurrency(
 # -- target 3: one connection pool per registry, with keep-alive ------------------------------
 
 
-KEEPALIVE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="measured: one TCP connection per HEAD (N=8, T=2: 14 connections for 14 requests; "
-    "bulk 50x8: 466 for 500), target: connections reused, at most the widest wave (11) / the "
-    "pool size (16). registry._read_capped returns without reading a HEAD response, so httpx "
-    "closes its connection instead of returning it to the pool; reading the empty body "
-    "(await response.aread()) fixes it",
-)
-
-
-@KEEPALIVE_XFAIL
 def test_keepalive_one_list(site: Site, proxy: HttpProxy, tmp_path: Path) -> None:
     n, t = 8, 2
     extra = [fresh_tag() for _ in range(t)]
@@ -375,7 +364,6 @@ def test_keepalive_one_list(site: Site, proxy: HttpProxy, tmp_path: Path) -> Non
     assert counts.connections <= n + t + 1, counts
 
 
-@KEEPALIVE_XFAIL
 def test_keepalive_bulk(site: Site, proxy: HttpProxy, tmp_path: Path) -> None:
     counts = push_observed(site, proxy, tmp_path, bulk_specs(site, proxy.host))
     assert counts.connections <= DEFAULT_CONCURRENCY, counts

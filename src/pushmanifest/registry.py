@@ -650,6 +650,9 @@ def _error_code_and_message(body: bytes) -> tuple[Optional[str], str]:
 
 async def _read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
     if response.request.method == "HEAD":
+        # A HEAD response has no body, but httpx returns the connection to the pool only
+        # once the response has been read: closing it unread would drop the connection.
+        await response.aread()
         return b""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap and response.status_code < 400:
