@@ -378,12 +378,6 @@ def _push_through_resets(server: Any, proxy: HttpProxy, retries: int) -> PushMan
     return caught.value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry.py _describe_transport_error: a connection reset reads 'HOST: ReadError: "
-    "ReadError' (httpx's ReadError has no text); the OS's 'Connection reset by peer' is in its "
-    "cause chain, where _root_cause finds it for ConnectError only",
-)
 def test_a_reset_connection_is_named_in_the_error(open_registry: Any) -> None:
     seed_set(open_registry, "faults/reset")
     with faulty_proxy(open_registry) as proxy:
@@ -392,11 +386,6 @@ def test_a_reset_connection_is_named_in_the_error(open_registry: Any) -> None:
     assert "reset" in error.lower(), error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry.py _request: the retry warning for a connection reset has an empty reason "
-    "('HEAD host/repo:tag: ; retry 1 of 1'): str() of httpx's ReadError is ''",
-)
 def test_a_retried_reset_says_why_in_the_warning(
     open_registry: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -558,11 +558,6 @@ def test_token_server_json_nested_too_deeply_is_an_authentication_error() -> Non
             asyncio.run(go())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry.py _error_code_and_message catches ValueError only: a registry error body "
-    "nested too deeply raises RecursionError (a traceback from the CLI)",
-)
 def test_registry_error_body_nested_too_deeply_is_a_registry_error() -> None:
     deep = b"[" * 60_000  # within the 64 KiB read for an error body
 
@@ -577,11 +572,6 @@ def test_registry_error_body_nested_too_deeply_is_a_registry_error() -> None:
             asyncio.run(go())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manifest.py json_object catches ValueError only: a manifest (or config) nested too "
-    "deeply, read to complete a platform, raises RecursionError",
-)
 def test_manifest_nested_too_deeply_is_a_registry_error() -> None:
     deep = b"[" * DEEP + b"]" * DEEP
     digest = sha256_digest(deep)

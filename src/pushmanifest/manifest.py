@@ -270,6 +270,10 @@ def json_object(data: bytes, where: str) -> dict[str, Any]:
     """A manifest or config from a registry, as a JSON object; RegistryError when it is not."""
     try:
         value = json.loads(data)
+    except RecursionError:
+        raise RegistryError(
+            f"{where}: the registry sent JSON nested too deeply", image=where
+        ) from None
     except ValueError as exc:
         raise RegistryError(
             f"{where}: the registry sent invalid JSON ({exc})", image=where

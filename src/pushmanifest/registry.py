@@ -463,7 +463,12 @@ class RegistryClient:
             except NetworkError as exc:
                 if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
                     raise
-                reason, wait = str(exc.__cause__ or exc), None
+                cause = exc.__cause__
+                if isinstance(cause, httpx.TransportError):
+                    reason = _describe_transport_error(cause, self.host)
+                else:
+                    reason = str(exc)
+                wait = None
             else:
                 if response.status_code not in RETRY_STATUSES or attempt == attempts:
                     return response, body
@@ -517,12 +522,6 @@ class RegistryClient:
                     await response.aclose()
             except AuthenticationError:
                 raise
-            except httpx.TimeoutException as exc:
-                raise NetworkError(
-                    f"cannot {operation} {image}: {self.host} timed out ({type(exc).__name__})",
-                    operation=operation,
-                    image=image,
-                ) from exc
             except httpx.TransportError as exc:
                 raise NetworkError(
                     f"cannot {operation} {image}: {_describe_transport_error(exc, self.host)}",
@@ -629,7 +628,7 @@ def _error_code_and_message(body: bytes) -> tuple[Optional[str], str]:
         return None, ""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a body nested too deeply is not an error message
         text = body.decode("utf-8", "replace").strip().replace("\n", " ")
         return None, text[:200] + ("..." if len(text) > 200 else "")
     if isinstance(data, dict):
@@ -699,7 +698,7 @@ def _media_type(headers: httpx.Headers) -> str:
 def _media_type_of_body(body: bytes) -> str:
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     value = data.get("mediaType", "") if isinstance(data, dict) else ""
     return value if isinstance(value, str) else ""
@@ -724,12 +723,14 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _describe_transport_error(exc: httpx.TransportError, host: str) -> str:
-    text = str(exc) or type(exc).__name__
+    text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (
             f"the TLS certificate of {host} is not trusted ({text.split(']')[-1].strip()}); "
             "pass --ca-file with its CA, or --insecure to skip verification"
         )
-    if isinstance(exc, httpx.ConnectError):
-        return _root_cause(exc) or text
-    return f"{host}: {type(exc).__name__}: {text}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{host} timed out ({type(exc).__name__})"
+    # httpx's errors often have no text ("ReadError"): the OS's words are in the cause chain.
+    detail = _root_cause(exc) or text or type(exc).__name__
+    return detail if isinstance(exc, httpx.ConnectError) else f"{host}: {detail}"
