@@ -1263,11 +1263,8 @@ def load_spec_text(
     notices: list[SpecProblem] = []
     specs: list[ManifestListSpec] = []
     documents = 0
-    too_deep = _too_deep(text, filename)
-    if too_deep is not None:
-        raise SpecError([too_deep])
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for node in yaml.compose_all(text, Loader=_SpecLoader):
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
                 continue  # an empty document, e.g. after a trailing '---'
             documents += 1
@@ -1278,6 +1275,9 @@ def load_spec_text(
                 specs.append(document.spec)
     except yaml.YAMLError as exc:
         problems.append(_syntax_problem(text, filename, exc))
+    except _TooDeep as exc:
+        line, column = (exc.mark.line, exc.mark.column) if exc.mark is not None else (0, 0)
+        raise SpecError([SpecProblem(filename, line + 1, column + 1, _TOO_DEEP)]) from None
     if not documents and not problems:
         problems.append(
             SpecProblem(
@@ -1296,27 +1296,32 @@ def load_spec_text(
     return specs
 
 
-def _too_deep(text: str, filename: str) -> Optional[SpecProblem]:
-    """Where the text nests deeper than any spec does, before the composer recurses that deep.
+class _TooDeep(Exception):
+    def __init__(self, mark: Optional[yaml.Mark]) -> None:
+        super().__init__(_TOO_DEEP)
+        self.mark = mark
 
-    PyYAML's parser is iterative; its composer recurses once per level and would raise
-    RecursionError. A syntax error stops the scan: composing reports it, after the documents
-    before it.
+
+class _SpecLoader(yaml.SafeLoader):
+    """A SafeLoader whose composer stops where the text nests deeper than any spec does.
+
+    PyYAML's composer recurses once per level, and would raise RecursionError.
     """
-    depth = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    mark = event.start_mark
-                    line, column = (mark.line, mark.column) if mark is not None else (0, 0)
-                    return SpecProblem(filename, line + 1, column + 1, _TOO_DEEP)
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        return None
-    return None
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Optional[yaml.Node], index: int) -> Optional[yaml.Node]:
+        if not self.check_event(yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def load_spec_file(
