@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 
 import httpx
 
+from . import netbackend
 from .auth import Credentials, TokenAuth
 from .errors import (
     AuthenticationError,
@@ -112,7 +113,7 @@ class RegistryClient:
         else:
             verify = True
         limit = max(1, opts.max_concurrency)
-        return httpx.AsyncClient(
+        client = httpx.AsyncClient(
             auth=self.auth,
             verify=verify,
             timeout=httpx.Timeout(opts.read_timeout, connect=opts.connect_timeout),
@@ -123,6 +124,8 @@ class RegistryClient:
             # redirect, which is what we want.
             follow_redirects=True,
         )
+        netbackend.install(client)
+        return client
 
     async def __aenter__(self) -> RegistryClient:
         return self
