@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import calendar
+import functools
 import ipaddress
 import json
 import logging
@@ -89,6 +90,12 @@ def normalize_scopes(scopes: Iterable[str]) -> frozenset[str]:
         merged.setdefault((kind, name), set()).update(actions)
     out = {f"{kind}:{name}:{','.join(sorted(actions))}" for (kind, name), actions in merged.items()}
     return frozenset(out | opaque)
+
+
+@functools.lru_cache(maxsize=64)
+def _covers(have: frozenset[str], need: frozenset[str]) -> bool:
+    # The same two sets meet before every request of a run: compare them once.
+    return covers_scopes(have, need)
 
 
 def covers_scopes(have: Iterable[str], need: Iterable[str]) -> bool:
@@ -264,6 +271,7 @@ class TokenAuth(httpx.Auth):
         #: Token requests sent so far (fallback requests included).
         self.token_requests = 0
         self._scopes: set[str] = set()
+        self._normalized: Optional[frozenset[str]] = None
         self._hosts: dict[_Origin, _HostAuth] = {}
         self._tokens: dict[_Key, _Token] = {}
         self._async_locks: dict[_Key, asyncio.Lock] = {}
@@ -280,14 +288,21 @@ class TokenAuth(httpx.Auth):
     @property
     def scopes(self) -> frozenset[str]:
         """Every scope the next token will ask for (registered, and learned from challenges)."""
-        return normalize_scopes(self._scopes)
+        # Asked before every request: normalized once per change, not per request.
+        with self._mutex:
+            if self._normalized is None:
+                self._normalized = normalize_scopes(self._scopes)
+            return self._normalized
 
     def add_scopes(self, scopes: Iterable[str]) -> None:
         """Register scopes (``repository:alice/app:pull,push``) for the tokens to come."""
         if isinstance(scopes, str):
             scopes = [scopes]
+        new = {s.strip() for s in scopes if s.strip()}
         with self._mutex:
-            self._scopes.update(s.strip() for s in scopes if s.strip())
+            if not new <= self._scopes:
+                self._scopes |= new
+                self._normalized = None
 
     async def prime(self, client: httpx.AsyncClient, response: httpx.Response) -> None:
         """From the ping's response, get the token every registered scope needs, once.
@@ -456,7 +471,7 @@ class TokenAuth(httpx.Auth):
                 and used.realm == realm
                 and used.service == service
                 and used.fresh(self.clock())
-                and covers_scopes(used.scopes, asked)
+                and _covers(used.scopes, asked)
             ):
                 if bearer.get("error") != "invalid_token":
                     # Our token was fine and covered what was asked: the registry refuses us,
@@ -497,7 +512,7 @@ class TokenAuth(httpx.Auth):
                 token.realm == plan.realm
                 and token.service == plan.service
                 and token.fresh(now)
-                and covers_scopes(token.scopes, plan.scopes)
+                and _covers(token.scopes, plan.scopes)
                 and (best is None or token.expires_at > best.expires_at)
             ):
                 best = token
