@@ -21,7 +21,7 @@ What it does, all on 127.0.0.1:
   run of 8 architectures; pushes 50 lists of 8 architectures in one invocation through 50 ms;
 * counts TCP connections against requests (keep-alive), and over TLS (the TLS registry behind
   a TCP forwarder that adds a round-trip time) compares HTTP/1.1 with HTTP/2 (when the ``h2``
-  package is installed) and with a candidate fix for HEAD keep-alive (``benchmarks/variant.py``).
+  package is installed; ``benchmarks/variant.py`` turns it on).
 
 It prints a Markdown report and writes it to ``--out`` (default
 ``benchmarks/results/latest.md``).
@@ -598,15 +598,12 @@ class Bench:
         """(site, label, variant.py patches, extra options); --quick: open, as is only."""
         if self.quick:
             return [("open", "as is", (), ())]
-        fix = ("--head-keepalive",)
         wider = ("--max-concurrency", "32")
         return [
             ("open", "as is", (), ()),
             ("token", "as is", (), ()),
-            ("open", "with the HEAD keep-alive fix", fix, ()),
-            ("token", "with the HEAD keep-alive fix", fix, ()),
-            ("open", "with the HEAD fix, --max-concurrency 32", fix, wider),
-            ("token", "with the HEAD fix, --max-concurrency 32", fix, wider),
+            ("open", "--max-concurrency 32", (), wider),
+            ("token", "--max-concurrency 32", (), wider),
         ]
 
     def bulk(self) -> None:
@@ -657,8 +654,7 @@ class Bench:
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(seed, repos))
             variants: list[tuple[str, Sequence[str]]] = [
-                ("HTTP/1.1, as is", ()),
-                ("HTTP/1.1 + HEAD keep-alive fix", ("--head-keepalive",)),
+                ("HTTP/1.1", ()),
             ]
             if have_h2:
                 variants.append(("HTTP/2", ("--http2",)))
@@ -954,32 +950,24 @@ def targets(res: Results, sizes: Sequence[int]) -> list[list[str]]:
     by_label: dict[str, dict[tuple[str, float], Cell]] = {}
     for case, label, rtt, c in res.tls:
         by_label.setdefault(label, {})[(case, rtt)] = c
-    h1 = by_label.get("HTTP/1.1, as is", {})
-    fixed = by_label.get("HTTP/1.1 + HEAD keep-alive fix", {})
+    h1 = by_label.get("HTTP/1.1", {})
     h2 = by_label.get("HTTP/2", {})
     if h2:
         parts = []
-        than_h1 = than_fixed = True
+        better = True
         for key, c2 in h2.items():
-            c1, cf = h1.get(key), fixed.get(key)
-            if c1 is None or cf is None or not (c1.ok and cf.ok and c2.ok):
+            c1 = h1.get(key)
+            if c1 is None or not (c1.ok and c2.ok):
                 continue
-            parts.append(f"{key[0]} @ {ms(key[1])}: {ms(c1.wall)} / {ms(cf.wall)} / {ms(c2.wall)}")
-            than_h1 = than_h1 and (c2.wall or 0) < (c1.wall or 0)
-            than_fixed = than_fixed and (c2.wall or 0) < (cf.wall or 0)
-        if than_fixed:
-            decision = "HTTP/2 better everywhere: adopt"
-        elif than_h1:
-            decision = "better than HTTP/1.1 as is only: fix keep-alive, keep HTTP/1.1"
-        else:
-            decision = "not better: keep HTTP/1.1"
+            parts.append(f"{key[0]} @ {ms(key[1])}: {ms(c1.wall)} / {ms(c2.wall)}")
+            better = better and (c2.wall or 0) < (c1.wall or 0)
         out.append(
             [
                 "3",
                 "HTTP/2 (httpx's h2 extra) where offered, kept only if it measures better "
-                "(TLS; wall: HTTP/1.1 as is / with the HEAD fix / HTTP/2)",
+                "(TLS; wall: HTTP/1.1 / HTTP/2)",
                 "; ".join(parts),
-                decision,
+                "HTTP/2 better everywhere: adopt" if better else "not better: keep HTTP/1.1",
             ]
         )
     for label, times, target in res.startup:
@@ -987,11 +975,12 @@ def targets(res: Results, sizes: Sequence[int]) -> list[list[str]]:
             med = median(times)
             out.append(["4", f"{label} <= {ms(target)}", ms(med), verdict(med <= target)])
     for label, cell in res.bulk:
-        if label.endswith("as is"):
+        if cell.ok:
+            setup = label.replace(", as is", "")
             out.append(
                 [
                     "5",
-                    f"bulk {BULK_LISTS}x{BULK_ARCHS} @ 50 ms, {label.split(',')[0]} <= 2 s",
+                    f"bulk {BULK_LISTS}x{BULK_ARCHS} @ 50 ms, {setup} <= 2 s",
                     f"{ms(cell.wall)}, {value(cell, 'requests')} requests, "
                     f"{value(cell, 'tokens')} token requests",
                     verdict(cell.wall is not None and cell.wall <= BULK_TARGET),

@@ -1,11 +1,9 @@
 """Run the pushmanifest CLI with measurement-only patches: what a change to src/ would give.
 
-    python benchmarks/variant.py [--http2] [--head-keepalive] -- PUSHMANIFEST-ARGUMENTS...
+    python benchmarks/variant.py [--http2] -- PUSHMANIFEST-ARGUMENTS...
 
 * ``--http2``: every ``httpx.AsyncClient`` is made with ``http2=True`` (needs the ``h2``
   package; HTTP/2 is negotiated over TLS only, by ALPN).
-* ``--head-keepalive``: the (empty) body of a HEAD response is read before the response is
-  closed, so that httpx returns the connection to its pool instead of closing it.
 
 Nothing here ships: the benchmark uses it to measure a candidate before anyone changes src/.
 """
@@ -15,7 +13,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-PATCHES = ("--http2", "--head-keepalive")
+PATCHES = ("--http2",)
 
 
 def _http2() -> None:
@@ -28,22 +26,6 @@ def _http2() -> None:
         original(self, *args, **kwargs)
 
     httpx.AsyncClient.__init__ = init  # type: ignore[method-assign]
-
-
-def _head_keepalive() -> None:
-    import httpx
-
-    from pushmanifest import registry
-
-    original = registry._read_capped
-
-    async def read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
-        if response.request.method == "HEAD":
-            await response.aread()  # nothing to read, but h11 reaches DONE: connection reusable
-            return b""
-        return await original(response, cap, image)
-
-    registry._read_capped = read_capped  # type: ignore[assignment]
 
 
 def main(argv: list[str]) -> int:
@@ -59,8 +41,6 @@ def main(argv: list[str]) -> int:
         return 2
     if "--http2" in patches:
         _http2()
-    if "--head-keepalive" in patches:
-        _head_keepalive()
     from pushmanifest.cli import main as cli_main
 
     return cli_main(argv)
