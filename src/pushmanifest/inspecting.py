@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
 from .errors import InputError, RegistryError
 from .manifest import (
@@ -203,11 +204,7 @@ def inspect(
     ref: Union[str, Reference], options: Optional[InspectOptions] = None, **kwargs: Any
 ) -> InspectResult:
     """Synchronous :func:`inspect_async`. Not for use inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(inspect_async(ref, options, **kwargs))
-    raise RuntimeError("inspect() called from a running event loop: await inspect_async() instead")
+    return run_sync(lambda: inspect_async(ref, options, **kwargs), "inspect")
 
 
 def _merge_options(options: Optional[InspectOptions], kwargs: dict[str, Any]) -> InspectOptions:

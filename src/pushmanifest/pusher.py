@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union
 
+from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
 from .errors import (
     InputError,
@@ -167,11 +168,7 @@ def push(
     specs: SpecInput, options: Optional[PushOptions] = None, **kwargs: Any
 ) -> list[PushResult]:
     """Synchronous :func:`push_async`, for scripts. Not for use inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(push_async(specs, options, **kwargs))
-    raise RuntimeError("push() called from a running event loop: await push_async() instead")
+    return run_sync(lambda: push_async(specs, options, **kwargs), "push")
 
 
 def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> PushOptions:
