@@ -293,6 +293,20 @@ def test_429_names_the_rate_limit_and_how_to_raise_it() -> None:
     assert "logging in raises the limit" in message
 
 
+@respx.mock
+def test_429_without_a_quota_does_not_promise_one_for_logging_in() -> None:
+    respx.head(f"{BASE}/library/app/manifests/latest").respond(429)
+
+    async def go() -> object:
+        async with client(retries=1) as c:
+            return await c.head_manifest("library/app", "latest")
+
+    with pytest.raises(RegistryError) as excinfo:
+        run(go())
+    assert "too many requests (429)" in str(excinfo.value)
+    assert "logging in" not in str(excinfo.value)
+
+
 def test_rate_limit_header_forms() -> None:
     from pushmanifest.registry import rate_limit
 

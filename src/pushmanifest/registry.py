@@ -578,8 +578,9 @@ def decode_error(
         message = f"cannot {operation} {image}: too many requests (429){_suffix(detail)}"
         if rate_limit is not None:
             message += f"; {rate_limit}"
-        if not user:
-            message += "; logging in raises the limit (docker login, or --username)"
+            if not user:
+                # A pull quota (Docker Hub's) is per account: an anonymous one is the lowest.
+                message += "; logging in raises the limit (docker login, or --username)"
     else:
         what = f"{code.lower()}: " if code else ""
         message = f"cannot {operation} {image}: {what}HTTP {status}{_suffix(detail)}"
