@@ -103,6 +103,8 @@ class TcpDelay:
             tasks.add(task)
             try:
                 await self._connection(reader, writer)
+            except asyncio.CancelledError:
+                writer.close()  # stopping with connections open (kept alive): not an error
             finally:
                 tasks.discard(task)
 

@@ -113,3 +113,21 @@ def test_reads_spec_from_stdin_and_reports_position() -> None:
     result = run("from-spec", "-", stdin="image: Bad/Name\nmanifests: []\n")
     assert result.returncode == 2
     assert result.stderr.startswith("<stdin>:1:8: ")
+
+
+def test_the_command_skips_packages_it_never_uses() -> None:
+    """trio, h2 and httpx's CLI (click, rich) cost start-up where installed; the command process
+    (console_main) imports none of them, and httpx and the push machinery still work."""
+    code = (
+        "import sys\n"
+        "from pushmanifest.cli import _skip_unused_imports\n"
+        "_skip_unused_imports()\n"
+        "import httpx, pushmanifest.pusher, pushmanifest.spec\n"
+        "httpx.AsyncClient()\n"
+        "print(sorted(m for m in ('trio', 'h2', 'click', 'rich', 'pygments')\n"
+        "             if sys.modules.get(m) is not None))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

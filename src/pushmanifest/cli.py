@@ -340,12 +340,13 @@ def _skip_unused_imports() -> None:
     """Keep optional packages that a pushmanifest process never uses from being imported.
 
     Only for a process the CLI owns (never on import of the library). Where these packages are
-    installed they cost ~130 ms of a ~450 ms dry run: httpcore imports trio to support it (we
-    run on asyncio), httpx imports its own CLI (click, rich, pygments), and pydantic scans
-    every installed distribution's entry points for plugins. A user's explicit
-    PYDANTIC_DISABLE_PLUGINS setting is kept.
+    installed they cost ~150 ms of a ~450 ms dry run: httpcore imports trio to support it (we
+    run on asyncio) and h2 for HTTP/2 (we speak HTTP/1.1), httpx imports its own CLI (click,
+    rich, pygments), and pydantic scans every installed distribution's entry points for
+    plugins. A user's explicit PYDANTIC_DISABLE_PLUGINS setting is kept.
     """
     sys.modules.setdefault("trio", None)  # type: ignore[arg-type]  # None: ImportError
+    sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
