@@ -433,6 +433,7 @@ class Results:
     no_platform: dict[tuple[str, int], Cell] = field(default_factory=dict)
     startup: list[tuple[str, list[float], Optional[float]]] = field(default_factory=list)
     bulk: list[tuple[str, Cell]] = field(default_factory=list)
+    bulk_in_flight: dict[str, int] = field(default_factory=dict)  # label -> --max-concurrency
     tls: list[tuple[str, str, float, Cell]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     load_after: str = ""
@@ -624,6 +625,12 @@ class Bench:
                 site,
             )
             self.results.bulk.append((f"{name}, {label}", cell))
+            options = list(extra)
+            if "--max-concurrency" in options:
+                in_flight = int(options[options.index("--max-concurrency") + 1])
+            else:
+                in_flight = MAX_CONCURRENCY
+            self.results.bulk_in_flight[f"{name}, {label}"] = in_flight
 
     # -- TLS: keep-alive and HTTP/2 ----------------------------------------------------------------
 
@@ -837,7 +844,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     for label, cell in res.bulk:
         floor = None
         if cell.ok:
-            in_flight = 32 if "--max-concurrency 32" in label else MAX_CONCURRENCY
+            in_flight = res.bulk_in_flight.get(label, MAX_CONCURRENCY)
             waves = -(-(cell.most("requests") or 0) // in_flight)
             floor = waves * DELAY
         rows.append(
