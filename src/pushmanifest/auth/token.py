@@ -27,14 +27,20 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import httpx
 
 from ..errors import AuthenticationError, NetworkError
-from .challenge import Challenge, parse_www_authenticate
+from .challenge import (
+    MAX_CHALLENGES,
+    MAX_HEADER_CHARS,
+    Challenge,
+    ChallengeLimitError,
+    parse_www_authenticate,
+)
 from .credentials import Credentials, Secret
 
 __all__ = ["TokenAuth", "covers_scopes", "normalize_scopes"]
@@ -47,6 +53,9 @@ DEFAULT_EXPIRES_IN = 60.0
 #: does not expire between being attached and reaching the registry.
 EXPIRY_MARGIN = 10.0
 CLIENT_ID = "pushmanifest"
+#: The largest token answer read (Docker Hub's are 1-4 KiB): a larger one is refused as it
+#: streams in, before it can fill the memory; a larger error answer is cut there.
+MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 _DETAIL_LIMIT = 200
 #: Request extension marking an Authorization header as set by us (not by the caller).
 _MARK = "pushmanifest.auth"
@@ -204,6 +213,108 @@ def _error_detail(response: httpx.Response) -> str:
     return _one_line(body.decode("utf-8", "replace"))
 
 
+class _CappedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that stops at ``cap`` bytes: raises ``too_large``, or just ends (``None``).
+
+    Put in place of a token answer's stream before anything reads it, so that httpx's own read
+    (and its re-read once the flow has moved on) never holds more than ``cap`` bytes.
+    """
+
+    def __init__(
+        self,
+        stream: Union[httpx.SyncByteStream, httpx.AsyncByteStream],
+        cap: int,
+        too_large: Optional[Exception],
+    ) -> None:
+        self._stream = stream
+        self._cap = cap
+        self._too_large = too_large
+
+    def _admit(self, total: int, chunk: bytes) -> Optional[bytes]:
+        if total <= self._cap:
+            return chunk
+        if self._too_large is not None:
+            raise self._too_large
+        keep = len(chunk) - (total - self._cap)
+        return chunk[:keep] if keep > 0 else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self._stream, httpx.SyncByteStream)
+        total = 0
+        for chunk in self._stream:
+            total += len(chunk)
+            admitted = self._admit(total, chunk)
+            if admitted:
+                yield admitted
+            if total > self._cap:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert isinstance(self._stream, httpx.AsyncByteStream)
+        total = 0
+        async for chunk in self._stream:
+            total += len(chunk)
+            admitted = self._admit(total, chunk)
+            if admitted:
+                yield admitted
+            if total > self._cap:
+                return
+
+    def close(self) -> None:
+        if isinstance(self._stream, httpx.SyncByteStream):
+            self._stream.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self._stream, httpx.AsyncByteStream):
+            await self._stream.aclose()
+
+
+def _too_large(
+    response: httpx.Response, declared: Optional[str], user: Optional[str]
+) -> AuthenticationError:
+    where = _netloc(response.request.url)
+    sent = f"{declared} bytes, more than the" if declared else "more than the"
+    return AuthenticationError(
+        f"authentication failed: the token server {where} sent {sent} "
+        f"{MAX_TOKEN_RESPONSE_BYTES} bytes allowed for a token answer",
+        operation="authenticate",
+        image=where,
+        user=user,
+        status=response.status_code,
+    )
+
+
+def _cap_token_answer(response: httpx.Response, user: Optional[str]) -> None:
+    """Before a token answer is read: refuse what cannot be one, and stop reading at the cap.
+
+    An error answer is only cut (its start says why); a successful one over the cap is an
+    error. We ask for ``identity``: a body encoded anyway is refused, because httpx would decode
+    each chunk whole before any cap saw it (a few hundred bytes of gzip can hold gigabytes).
+    """
+    if response.status_code >= 400:
+        response.stream = _CappedBody(response.stream, MAX_TOKEN_RESPONSE_BYTES, None)
+        return
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_TOKEN_RESPONSE_BYTES:
+        raise _too_large(response, declared, user)
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        where = _netloc(response.request.url)
+        raise AuthenticationError(
+            f"authentication failed: the token server {where} sent its answer encoded "
+            f"({_one_line(encoding)}) though asked for it as it is (identity)",
+            operation="authenticate",
+            image=where,
+            user=user,
+            status=response.status_code,
+        )
+    response.stream = _CappedBody(
+        response.stream,
+        MAX_TOKEN_RESPONSE_BYTES,
+        _too_large(response, None, user),
+    )
+
+
 # -- state -----------------------------------------------------------------------------------
 
 
@@ -327,7 +438,12 @@ class TokenAuth(httpx.Auth):
             token_request = next(exchange)
             while True:
                 try:
-                    token_response = await client.send(token_request, auth=None)
+                    token_response = await client.send(token_request, auth=None, stream=True)
+                    try:
+                        _cap_token_answer(token_response, self._user)
+                        await token_response.aread()
+                    finally:
+                        await token_response.aclose()
                 except httpx.TransportError as exc:
                     where = _netloc(token_request.url)
                     raise NetworkError(
@@ -367,6 +483,7 @@ class TokenAuth(httpx.Auth):
                                 token_request = next(exchange)
                                 while True:
                                     token_response = yield token_request
+                                    _cap_token_answer(token_response, self._user)
                                     await token_response.aread()
                                     try:
                                         token_request = exchange.send(token_response)
@@ -405,6 +522,7 @@ class TokenAuth(httpx.Auth):
                                 token_request = next(exchange)
                                 while True:
                                     token_response = yield token_request
+                                    _cap_token_answer(token_response, self._user)
                                     token_response.read()
                                     try:
                                         token_request = exchange.send(token_response)
@@ -454,9 +572,7 @@ class TokenAuth(httpx.Auth):
 
     def _learn(self, origin: _Origin, response: httpx.Response, used: _Used) -> Optional[_Plan]:
         """From a 401, what to try next; None when trying again cannot help."""
-        challenges: list[Challenge] = []
-        for value in response.headers.get_list("WWW-Authenticate"):
-            challenges.extend(parse_www_authenticate(value))
+        challenges = self._challenges(response)
         creds = self.credentials
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.get("realm")), None)
         if bearer is not None:
@@ -488,6 +604,31 @@ class TokenAuth(httpx.Auth):
                 return None
             return _Plan("basic")
         return None
+
+    def _challenges(self, response: httpx.Response) -> list[Challenge]:
+        """Every challenge of a 401, within the limits of :mod:`.challenge` (all headers)."""
+        values = response.headers.get_list("WWW-Authenticate")
+        challenges: list[Challenge] = []
+        try:
+            total = sum(len(value) for value in values)
+            if total > MAX_HEADER_CHARS:
+                raise ChallengeLimitError(
+                    f"of {total} characters, more than the {MAX_HEADER_CHARS} allowed"
+                )
+            for value in values:
+                challenges.extend(parse_www_authenticate(value))
+                if len(challenges) > MAX_CHALLENGES:
+                    raise ChallengeLimitError(f"with more than {MAX_CHALLENGES} challenges")
+        except ChallengeLimitError as exc:
+            where = _netloc(response.request.url)
+            raise AuthenticationError(
+                f"authentication failed: {where} sent a WWW-Authenticate header {exc}",
+                operation="authenticate",
+                image=where,
+                user=self._user,
+                status=response.status_code,
+            ) from None
+        return challenges
 
     def _realm(self, realm: str, response: httpx.Response) -> str:
         where = _netloc(response.request.url)
@@ -592,7 +733,8 @@ class TokenAuth(httpx.Auth):
         """Yield the token request(s), receive their (read) responses, return the token."""
         creds = self.credentials
         realm = httpx.URL(plan.realm)
-        headers = {"Accept": "application/json"}
+        # identity: a body is capped as it arrives; a compressed one could not be (see above).
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         user_agent = origin_request.headers.get("User-Agent")
         if user_agent:
             headers["User-Agent"] = user_agent
@@ -684,6 +826,9 @@ class TokenAuth(httpx.Auth):
                 user=user,
                 status=status,
             )
+        if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
+            # Read whole by a transport of the caller's (nothing of ours streamed it).
+            raise _too_large(response, str(len(response.content)), user)
         try:
             data = json.loads(response.content)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply
