@@ -359,6 +359,34 @@ class _Plan:
 _Used = Union[_Token, str, None]  # the token attached, "basic", "static", or nothing
 
 
+# The steps the flow yields to its driver (see "the flow" in TokenAuth).
+
+
+@dataclass(frozen=True)
+class _Send:
+    """Send ``request``; send back its response (a token request's read, within the cap)."""
+
+    request: httpx.Request
+    token_request: bool = False
+
+
+@dataclass(frozen=True)
+class _Lock:
+    """Wait for, then hold, the lock of the token ``key`` (single flight)."""
+
+    key: _Key
+
+
+@dataclass(frozen=True)
+class _Unlock:
+    """Give back the lock taken by the last :class:`_Lock`."""
+
+    key: _Key
+
+
+_Step = Union[_Send, _Lock, _Unlock]
+
+
 class TokenAuth(httpx.Auth):
     """Registry auth for one ``httpx`` client: Basic or Bearer tokens, cached and shared.
 
@@ -429,42 +457,67 @@ class TokenAuth(httpx.Auth):
             # Basic and static tokens need no request; with no scope registered there is no
             # token worth fetching yet (the first request's challenge will name its scope).
             return
-        if self._cached(plan) is not None:
-            return
-        async with self._async_lock(plan.key):
-            if self._cached(plan) is not None:
-                return
-            exchange = self._exchange(plan, origin_request)
-            token_request = next(exchange)
+        # The flow's own token steps, driven as the flows are; only the sending is ours.
+        driver = self._drive_async(self._obtain(plan, origin_request))
+        try:
+            token_request = await driver.__anext__()
             while True:
+                token_response = await self._send_token_request(client, token_request)
                 try:
-                    token_response = await client.send(token_request, auth=None, stream=True)
-                    try:
-                        _cap_token_answer(token_response, self._user)
-                        await token_response.aread()
-                    finally:
-                        await token_response.aclose()
-                except httpx.TransportError as exc:
-                    where = _netloc(token_request.url)
-                    raise NetworkError(
-                        f"cannot reach the token server {where}: {type(exc).__name__}"
-                        + (f" ({_one_line(str(exc))})" if str(exc) else ""),
-                        operation="authenticate",
-                        image=where,
-                        user=self._user,
-                    ) from exc
-                try:
-                    token_request = exchange.send(token_response)
-                except StopIteration:
-                    return
+                    token_request = await driver.asend(token_response)
+                except httpx.TransportError as exc:  # while reading the answer
+                    raise self._unreachable(token_request, exc) from exc
+                finally:
+                    await token_response.aclose()
+        except StopAsyncIteration:
+            return  # the token is cached (or was already)
+        finally:
+            await driver.aclose()
 
-    # -- the flows ---------------------------------------------------------------------------
+    async def _send_token_request(
+        self, client: httpx.AsyncClient, request: httpx.Request
+    ) -> httpx.Response:
+        try:
+            return await client.send(request, auth=None, stream=True)
+        except httpx.TransportError as exc:
+            raise self._unreachable(request, exc) from exc
 
-    async def async_auth_flow(
+    def _unreachable(self, request: httpx.Request, exc: Exception) -> NetworkError:
+        where = _netloc(request.url)
+        return NetworkError(
+            f"cannot reach the token server {where}: {type(exc).__name__}"
+            + (f" ({_one_line(str(exc))})" if str(exc) else ""),
+            operation="authenticate",
+            image=where,
+            user=self._user,
+        )
+
+    # -- the flow ----------------------------------------------------------------------------
+    #
+    # One generator, _flow, decides everything: what to attach, when a token is needed, what a
+    # 401 means. It does no I/O and never blocks: it yields steps, and a driver does them. The
+    # async driver (httpx.AsyncClient) waits on an asyncio.Lock and reads with aread(); the sync
+    # driver (httpx.Client) waits on a threading.Lock and reads with read(). That is httpx's
+    # own Auth design (auth_flow, driven by sync_auth_flow and async_auth_flow), with the lock
+    # of the single flight added as a step.
+
+    def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        return self._drive_async(self._flow(request))
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        return self._drive_sync(self._flow(request))
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The sync flow (httpx calls :meth:`sync_auth_flow`; this is the same)."""
+        return self._drive_sync(self._flow(request))
+
+    def _flow(self, request: httpx.Request) -> Generator[_Step, Optional[httpx.Response], None]:
         if not self._take_over(request):
-            yield request  # the caller chose its Authorization; not ours to override
+            yield _Send(request)  # the caller chose its Authorization; not ours to override
             return
         origin = _origin(request.url)
         plan = self._proactive(origin)
@@ -474,24 +527,10 @@ class TokenAuth(httpx.Auth):
             if plan is not None:
                 token: Optional[_Token] = None
                 if plan.kind == "bearer":
-                    token = self._cached(plan)
-                    if token is None:
-                        async with self._async_lock(plan.key):
-                            token = self._cached(plan)
-                            if token is None:
-                                exchange = self._exchange(plan, request)
-                                token_request = next(exchange)
-                                while True:
-                                    token_response = yield token_request
-                                    _cap_token_answer(token_response, self._user)
-                                    await token_response.aread()
-                                    try:
-                                        token_request = exchange.send(token_response)
-                                    except StopIteration as done:
-                                        token = done.value
-                                        break
+                    token = yield from self._obtain(plan, request)
                 used = self._attach(request, plan, token)
-            response = yield request
+            response = yield _Send(request)
+            assert response is not None
             # A 401 from a host we were redirected to is that host's business, not ours.
             if response.status_code != 401 or retried or _origin(response.request.url) != origin:
                 return
@@ -500,44 +539,78 @@ class TokenAuth(httpx.Auth):
                 return
             retried = True
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """The same flow for a sync ``httpx.Client`` (threads instead of tasks)."""
-        if not self._take_over(request):
-            yield request
-            return
-        origin = _origin(request.url)
-        plan = self._proactive(origin)
-        retried = False
-        while True:
-            used: _Used = None
-            if plan is not None:
-                token: Optional[_Token] = None
-                if plan.kind == "bearer":
-                    token = self._cached(plan)
-                    if token is None:
-                        with self._sync_lock(plan.key):
-                            token = self._cached(plan)
-                            if token is None:
-                                exchange = self._exchange(plan, request)
-                                token_request = next(exchange)
-                                while True:
-                                    token_response = yield token_request
-                                    _cap_token_answer(token_response, self._user)
-                                    token_response.read()
-                                    try:
-                                        token_request = exchange.send(token_response)
-                                    except StopIteration as done:
-                                        token = done.value
-                                        break
-                used = self._attach(request, plan, token)
-            response = yield request
-            # A 401 from a host we were redirected to is that host's business, not ours.
-            if response.status_code != 401 or retried or _origin(response.request.url) != origin:
-                return
-            plan = self._learn(origin, response, used)
-            if plan is None:
-                return
-            retried = True
+    def _obtain(
+        self, plan: _Plan, origin_request: httpx.Request
+    ) -> Generator[_Step, Optional[httpx.Response], _Token]:
+        """The token ``plan`` needs: cached, or fetched by one flow while the others wait."""
+        token = self._cached(plan)
+        if token is not None:
+            return token
+        yield _Lock(plan.key)
+        # Another flow may have fetched it while this one waited for the lock.
+        token = self._cached(plan)
+        if token is None:
+            token = yield from self._exchange(plan, origin_request)
+        yield _Unlock(plan.key)
+        return token
+
+    async def _drive_async(
+        self, flow: Generator[_Step, Optional[httpx.Response], Any]
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        lock: Optional[asyncio.Lock] = None
+        try:
+            step: Optional[_Step] = next(flow, None)
+            while step is not None:
+                response: Optional[httpx.Response] = None
+                if isinstance(step, _Lock):
+                    lock = self._async_lock(step.key)
+                    await lock.acquire()
+                elif isinstance(step, _Unlock):
+                    assert lock is not None
+                    lock.release()
+                    lock = None
+                else:
+                    response = yield step.request
+                    if step.token_request:
+                        _cap_token_answer(response, self._user)
+                        await response.aread()
+                try:
+                    step = flow.send(response)
+                except StopIteration:
+                    step = None
+        finally:
+            if lock is not None:  # an error, or the client gave up on the request
+                lock.release()
+            flow.close()
+
+    def _drive_sync(
+        self, flow: Generator[_Step, Optional[httpx.Response], Any]
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        lock: Optional[threading.Lock] = None
+        try:
+            step: Optional[_Step] = next(flow, None)
+            while step is not None:
+                response: Optional[httpx.Response] = None
+                if isinstance(step, _Lock):
+                    lock = self._sync_lock(step.key)
+                    lock.acquire()
+                elif isinstance(step, _Unlock):
+                    assert lock is not None
+                    lock.release()
+                    lock = None
+                else:
+                    response = yield step.request
+                    if step.token_request:
+                        _cap_token_answer(response, self._user)
+                        response.read()
+                try:
+                    step = flow.send(response)
+                except StopIteration:
+                    step = None
+        finally:
+            if lock is not None:
+                lock.release()
+            flow.close()
 
     # -- decisions (no I/O) ------------------------------------------------------------------
 
@@ -729,7 +802,7 @@ class TokenAuth(httpx.Auth):
 
     def _exchange(
         self, plan: _Plan, origin_request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, _Token]:
+    ) -> Generator[_Step, Optional[httpx.Response], _Token]:
         """Yield the token request(s), receive their (read) responses, return the token."""
         creds = self.credentials
         realm = httpx.URL(plan.realm)
@@ -744,7 +817,7 @@ class TokenAuth(httpx.Auth):
             extensions["timeout"] = origin_request.extensions["timeout"]
         scopes = sorted(plan.scopes)
 
-        def get(username: str = "", password: str = "") -> httpx.Request:
+        def get(username: str = "", password: str = "") -> _Send:
             params: dict[str, Union[str, list[str]]] = {}
             if plan.service:
                 params["service"] = plan.service
@@ -756,8 +829,14 @@ class TokenAuth(httpx.Auth):
                 params["account"] = username
                 get_headers["Authorization"] = _basic(username, password)
             self.token_requests += 1
-            return httpx.Request(
-                "GET", realm.copy_merge_params(params), headers=get_headers, extensions=extensions
+            return _Send(
+                httpx.Request(
+                    "GET",
+                    realm.copy_merge_params(params),
+                    headers=get_headers,
+                    extensions=extensions,
+                ),
+                token_request=True,
             )
 
         authenticated = creds is not None and bool(creds.identity_token or creds.has_basic)
@@ -774,9 +853,11 @@ class TokenAuth(httpx.Auth):
             if scopes:
                 form["scope"] = " ".join(scopes)
             self.token_requests += 1
-            response = yield httpx.Request(
-                "POST", realm, data=form, headers=headers, extensions=extensions
+            response = yield _Send(
+                httpx.Request("POST", realm, data=form, headers=headers, extensions=extensions),
+                token_request=True,
             )
+            assert response is not None
             if response.status_code in (404, 405):
                 # A token server without the OAuth2 endpoint: send the refresh token as the
                 # password of a Basic token request, as docker/distribution's client does.
@@ -786,6 +867,7 @@ class TokenAuth(httpx.Auth):
             response = yield get(creds.username, creds.password.reveal())
         else:
             response = yield get()
+        assert response is not None
         token = self._parse_token(response, plan, authenticated)
         self._store(token)
         log.debug(
