@@ -89,7 +89,11 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--insecure", action="store_true", help="do not verify TLS certificates (dangerous)"
     )
-    group.add_argument("--ca-file", metavar="PATH", help="trust this CA bundle for TLS")
+    group.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="trust the CA certificate(s) of this file (PEM or DER) too, besides the system's",
+    )
     group.add_argument(
         "--timeout",
         type=float,
@@ -465,7 +469,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
 
     if args.insecure:
         log.warning("--insecure: TLS certificates are not verified")
-    return ClientOptions(
+    options = ClientOptions(
         plain_http=args.plain_http,
         insecure=args.insecure,
         ca_file=args.ca_file,
@@ -473,6 +477,11 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
         max_concurrency=args.max_concurrency,
         retries=args.retries,
     )
+    try:
+        _ = options.tls_verify  # reads --ca-file now: a bad one stops the run before any request
+    except InputError as exc:
+        raise InputError(f"--ca-file: {exc}") from None
+    return options
 
 
 def _credentials(args: argparse.Namespace) -> Optional[Credentials]:
