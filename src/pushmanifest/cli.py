@@ -42,7 +42,7 @@ Push multi-architecture manifest lists (Docker manifest list v2, OCI image index
 commands:
   from-spec SPEC...   push the list(s) described by YAML spec files
   from-args           push a list of an image per platform, named by a template
-                      (OS, ARCH, VARIANT in --template are replaced per platform)
+                      (OS, ARCH, VARIANT, DOCKERARCH in --template are replaced)
   inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
                       platform and layers (--raw: the registry's exact bytes)
 
@@ -191,7 +191,9 @@ def _from_args_parser() -> argparse.ArgumentParser:
         description="Push a manifest list of one image per platform, as manifest-tool's "
         "from-args: each platform's image is --template with the words OS, ARCH and VARIANT "
         "replaced by its values (whole uppercase words, every occurrence; an empty variant "
-        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64).",
+        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64). DOCKERARCH is "
+        "Docker Hub's name of the platform: amd64, arm32v6, arm32v7, arm64v8, i386, ppc64le, "
+        "s390x, riscv64, mips64le, windows-amd64.",
         epilog="example: pushmanifest from-args --platforms linux/amd64,linux/arm/v7 "
         "--template user/app:OS-ARCH-VARIANT --target user/app:1.0 --tags latest",
     )
@@ -206,7 +208,7 @@ def _from_args_parser() -> argparse.ArgumentParser:
         "--template",
         required=True,
         metavar="IMAGE",
-        help="each platform's source image, with OS, ARCH and VARIANT in it",
+        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it",
     )
     parser.add_argument(
         "--target",
