@@ -243,16 +243,37 @@ def test_trusts_the_system_store_not_certifi(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_certifi_where_the_system_store_is_missing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import certifi
 
+    # A directory without hashed certificates is no store (slim images: /etc/ssl/certs empty
+    # but for a README).
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README").write_text("no certificates here\n")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "empty"))
     context = client_context()
     context.load_system_store()
     assert ca_subjects(context) == ca_subjects(ssl.create_default_context(cafile=certifi.where()))
+    assert f"SSL_CERT_FILE={tmp_path / 'missing.pem'} does not exist" in caplog.text
+
+
+def test_a_hashed_ca_directory_is_a_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tls_registry: RegistryServer
+) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(str(tls_registry.ca_file), certs / "test-ca.pem")
+    openssl("rehash", str(certs))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
+    context = client_context()
+    context.load_system_store()
+    assert context.cert_store_stats()["x509"] == 0  # no certifi: the directory is read lazily
+    with socket.create_connection(("127.0.0.1", tls_registry.port), timeout=30) as sock:
+        with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            assert tls.getpeercert()
 
 
 def test_ca_file_adds_to_the_system_store(

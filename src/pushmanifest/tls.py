@@ -17,6 +17,7 @@ is sent.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -32,7 +33,11 @@ MAX_CA_FILE_BYTES = 16 * 1024 * 1024
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL
 )
+#: How OpenSSL looks a CA up in a directory: by subject hash (c_rehash, update-ca-certificates).
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.\d+")
 _load_lock = threading.Lock()
+
+log = logging.getLogger("pushmanifest")
 
 
 class TrustContext(ssl.SSLContext):
@@ -127,9 +132,13 @@ def add_ca_file(context: ssl.SSLContext, path: str) -> int:
 
 
 def _load_system_store(context: ssl.SSLContext) -> None:
+    for variable, exists in (("SSL_CERT_FILE", os.path.isfile), ("SSL_CERT_DIR", os.path.isdir)):
+        value = os.environ.get(variable)
+        if value and not exists(value):
+            log.warning("%s=%s does not exist: its CAs are not trusted", variable, value)
     before = context.cert_store_stats()["x509_ca"]
     context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if context.cert_store_stats()["x509_ca"] > before or _has_entries(
+    if context.cert_store_stats()["x509_ca"] > before or _has_hashed_certificates(
         ssl.get_default_verify_paths().capath
     ):
         return
@@ -141,11 +150,11 @@ def _load_system_store(context: ssl.SSLContext) -> None:
     context.load_verify_locations(cafile=certifi.where())
 
 
-def _has_entries(directory: Optional[str]) -> bool:
+def _has_hashed_certificates(directory: Optional[str]) -> bool:
     if not directory:
         return False
     try:
         with os.scandir(directory) as entries:
-            return any(True for _ in entries)
+            return any(_HASHED_NAME.fullmatch(entry.name) for entry in entries)
     except OSError:
         return False
