@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -68,6 +69,17 @@ class ClientOptions:
     transport: Optional[httpx.AsyncBaseTransport] = None
     user_agent: str = "pushmanifest"
 
+    @functools.cached_property
+    def tls_verify(self) -> Union[ssl.SSLContext, bool]:
+        """How the run's clients verify TLS: False with ``insecure``, else one context shared by
+        every client of these options, trusting the system store plus ``ca_file`` (see
+        :mod:`pushmanifest.tls`). Raises InputError for an unreadable ``ca_file``."""
+        if self.insecure:
+            return False
+        from .tls import client_context
+
+        return client_context(self.ca_file)
+
 
 class RegistryClient:
     """Talks to one registry. Use as an async context manager, or call :meth:`aclose`."""
@@ -105,13 +117,7 @@ class RegistryClient:
 
     def _make_client(self) -> httpx.AsyncClient:
         opts = self.options
-        verify: ssl.SSLContext | bool
-        if opts.insecure:
-            verify = False
-        elif opts.ca_file:
-            verify = ssl.create_default_context(cafile=opts.ca_file)
-        else:
-            verify = True
+        verify = opts.tls_verify
         limit = max(1, opts.max_concurrency)
         client = httpx.AsyncClient(
             auth=self.auth,
@@ -464,7 +470,11 @@ class RegistryClient:
                     method, url, operation, image, cap, headers, params, content, auth
                 )
             except NetworkError as exc:
-                if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
+                if (
+                    attempt == attempts
+                    or _is_tls_protocol_error(exc.__cause__)
+                    or _is_certificate_error(exc.__cause__)
+                ):
                     raise
                 cause = exc.__cause__
                 if isinstance(cause, httpx.TransportError):
@@ -713,6 +723,18 @@ def _is_tls_protocol_error(exc: Optional[BaseException]) -> bool:
     text = str(exc).lower()
     markers = ("wrong version number", "record layer failure", "unexpected eof", "http request")
     return isinstance(exc, httpx.ConnectError) and any(m in text for m in markers)
+
+
+def _is_certificate_error(exc: Optional[BaseException]) -> bool:
+    """True when the server's certificate was refused: permanent, so never retried."""
+    seen = exc
+    for _ in range(32):  # a chain is short; a cycle must not hang us
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _root_cause(exc: BaseException) -> str:
