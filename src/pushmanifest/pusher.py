@@ -37,6 +37,7 @@ from .manifest import (
     json_object,
 )
 from .platform import Platform
+from .quirks import put_when_settled
 from .reference import Reference
 from .registry import ClientOptions, RegistryClient
 
@@ -282,6 +283,7 @@ class _Run:
         targets = [] if dry_run and not self.options.append else _all_targets(specs)
         wanted = _unique([*heads, *targets])
         found = dict(zip(wanted, await _gather(self._head(ref) for ref in wanted)))
+        await self._confirm_missing(heads, found)
 
         present = [self._present_sources(spec, found) for spec in specs]
         # Only now, and only where needed: lists, configs, the list to append to (GETs).
@@ -334,12 +336,28 @@ class _Run:
             dry_run=dry_run,
         )
 
+    async def _confirm_missing(
+        self, sources: list[Reference], found: dict[Reference, Optional[Descriptor]]
+    ) -> None:
+        """A source whose HEAD said 404 gets one GET: some proxies and caches answer HEAD on
+        manifests with 404 while GET works. Only sources: a missing one ends the run anyway."""
+        missing = _unique(ref for ref in sources if found.get(ref) is None)
+        confirmed = await _gather(
+            self.client(ref.registry).confirm_absent(ref.repository, ref.identifier)
+            for ref in missing
+        )
+        found.update((ref, d) for ref, d in zip(missing, confirmed) if d is not None)
+
     async def _head(self, ref: Reference) -> Optional[Descriptor]:
         return await self.client(ref.registry).head_manifest(ref.repository, ref.identifier)
 
     async def _put(self, ref: Reference, manifest_list: ManifestList) -> str:
-        digest = await self.client(ref.registry).put_manifest(
-            ref.repository, ref.identifier, manifest_list.data, manifest_list.media_type
+        digest = await put_when_settled(
+            self.client(ref.registry),
+            ref.repository,
+            ref.identifier,
+            manifest_list.data,
+            manifest_list.media_type,
         )
         log.info("pushed %s to %s", digest, ref.familiar())
         return digest
@@ -574,7 +592,7 @@ class _Run:
             for blob in blobs
             if isinstance(blob, dict) and isinstance(blob.get("digest"), str)
         )
-        await client.put_manifest(target.repository, child.digest, data, child.media_type)
+        await put_when_settled(client, target.repository, child.digest, data, child.media_type)
         log.info("copied %s into %s", f"{source.familiar()}@{child.digest}", target.name)
         return b""
 

@@ -96,6 +96,8 @@ class RegistryClient:
             self._scheme = "https"
         self._ping_lock = asyncio.Lock()
         self._pinged = False
+        #: Learnt in this run: the registry refuses HEAD on manifests; GET instead.
+        self._head_refused = False
         self._limit = asyncio.Semaphore(max(1, self.options.max_concurrency))
         self._client = self._make_client()
 
@@ -215,6 +217,8 @@ class RegistryClient:
         A HEAD does not count against Docker Hub's pull rate limit; a GET does.
         """
         image = self.image(repository, reference)
+        if self._head_refused:
+            return await self._get_as_head(repository, reference)
         response, _ = await self._api(
             "HEAD",
             f"{repository}/manifests/{reference}",
@@ -223,6 +227,9 @@ class RegistryClient:
             image=image,
             cap=MAX_ERROR_BYTES,
         )
+        if response.status_code in (405, 501):
+            self._refuse_head(response.status_code)
+            return await self._get_as_head(repository, reference)
         if response.status_code == 404:
             return None
         self._raise_for_status(response, "resolve", image)
@@ -240,6 +247,39 @@ class RegistryClient:
                 image=image,
             )
         return Descriptor(media_type=media_type, digest=digest, size=int(length))
+
+    async def confirm_absent(self, repository: str, reference: str) -> Optional[Descriptor]:
+        """After a HEAD said 404: a GET, for registries whose HEAD says 404 while GET works.
+
+        Returns the descriptor when the GET finds the manifest (and reads manifests with GET
+        for the rest of the run), None when it is absent indeed.
+        """
+        if self._head_refused:
+            return None  # that answer came from a GET already
+        found = await self._get_as_head(repository, reference)
+        if found is not None:
+            self._refuse_head(404)
+        return found
+
+    def _refuse_head(self, status: int) -> None:
+        if self._head_refused:
+            return
+        self._head_refused = True
+        log.warning(
+            "%s answers HEAD on manifests with %d but GET works: reading manifests with GET for "
+            "the rest of this run (a GET counts against pull quotas such as Docker Hub's)",
+            self.host,
+            status,
+        )
+
+    async def _get_as_head(self, repository: str, reference: str) -> Optional[Descriptor]:
+        try:
+            _, descriptor = await self.get_manifest(repository, reference)
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return descriptor
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Descriptor]:
         """The manifest's exact bytes, checked against the digest asked for or announced."""
@@ -642,6 +682,8 @@ def _error_code_and_message(body: bytes) -> tuple[Optional[str], str]:
             code = str(first.get("code", "")) or None
             message = str(first.get("message", "") or "")
             detail = first.get("detail")
+            if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+                detail = detail["message"]  # Quay: "detail": {"message": "..."}
             if isinstance(detail, (str, int)) and str(detail) and str(detail) not in message:
                 message = f"{message}: {detail}" if message else str(detail)
             return code, message[:300]
