@@ -249,13 +249,27 @@ def test_gcr_long_password_and_token_refetch_resends_body(
         lambda who, name: original("alice" if who == user else who, name),
     )
     proxy = quirk_proxy(token_registry.host, GcrProfile(realm=ts.realm, service=ts.service))
-    env = helper_on_path(tmp_path, "gcloud", user, password.replace('"', '\\"'))
-    cfg = docker_config(tmp_path, {"credHelpers": {proxy.host: "gcloud"}})
     spec = spec_file(tmp_path, proxy.host, f"{repo}:v1", repo)
     ts.reset()
-    result = run_cli(
-        "--docker-cfg", str(cfg), "from-spec", str(spec), "--plain-http", cwd=tmp_path, env=env
-    )
+    if user == "oauth2accesstoken":
+        # What `gcloud auth configure-docker` sets up: the docker-credential-gcloud helper.
+        env = helper_on_path(tmp_path, "gcloud", user, password)
+        cfg = docker_config(tmp_path, {"credHelpers": {proxy.host: "gcloud"}})
+        result = run_cli(
+            "--docker-cfg", str(cfg), "from-spec", str(spec), "--plain-http", cwd=tmp_path, env=env
+        )
+    else:
+        # The documented key login: `docker login -u _json_key --password-stdin < key.json`.
+        result = run_cli(
+            "from-spec",
+            str(spec),
+            "--username",
+            user,
+            "--password-stdin",
+            "--plain-http",
+            stdin=password + "\n",
+            cwd=tmp_path,
+        )
     assert result.returncode == 0, result.stderr
     puts = proxy.select("PUT", "/manifests/v1")
     assert [p.status for p in puts] == [401, 201]
