@@ -279,6 +279,40 @@ def test_gcr_long_password_and_token_refetch_resends_body(
     assert "k" * 50 not in result.stderr and "t" * 50 not in result.stderr
 
 
+def test_gcr_token_refetch_mid_blob_upload_starts_the_copy_over(
+    token_registry: Any, quirk_proxy: Any, tmp_path: Path
+) -> None:
+    ts = token_registry.token_server
+    seed(token_registry, "alice/gcr-src", user="alice")
+    profile = GcrProfile(realm=ts.realm, service=ts.service, on_blobs=True)
+    proxy = quirk_proxy(token_registry.host, profile)
+    spec = spec_file(tmp_path, proxy.host, "alice/gcr-blobs:v1", "alice/gcr-src")
+    result = run_cli(
+        "from-spec",
+        str(spec),
+        "--username",
+        "alice",
+        "--password-stdin",
+        "--plain-http",
+        "--max-concurrency",
+        "2",
+        stdin=token_registry.users["alice"] + "\n",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert proxy.count(quirk="gcr: invalid_token") == 1
+    assert "token renewed mid-upload" in result.stderr
+    # 4 blobs: 4 refused mounts, and one more session for the blob whose upload started over.
+    assert proxy.count("POST", "/blobs/uploads/") == 5
+    # The session whose body could not be resent is cancelled (one session: its DELETE may
+    # itself need a token with more scope first).
+    assert len({s.path for s in proxy.select("DELETE", "/blobs/uploads/")}) == 1
+    assert pushed(token_registry, "alice/gcr-blobs", "v1", user="alice")["_digest"] == digest_of(
+        result.stdout
+    )
+
+
 # -- 3. GHCR ---------------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ from .manifest import (
 from .platform import Platform
 from .quirks import put_when_settled
 from .reference import Reference
-from .registry import ClientOptions, RegistryClient
+from .registry import ClientOptions, RegistryClient, UploadRestart
 
 if TYPE_CHECKING:
     from .auth import DockerConfig
@@ -610,16 +610,27 @@ class _Run:
             return
         else:
             location = await client.start_upload(target.repository)
-        try:
-            blob = self.client(source.registry).open_blob(source.repository, digest)
-            async with self._copy_slots, blob as chunks:
-                if size >= PROGRESS_MIN_BYTES:
-                    chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
-                await client.upload_blob(location, digest, size, chunks, image)
-        except BaseException:
-            # Never leave an upload session we opened dangling.
-            await client.delete_upload(location)
-            raise
+        for attempt in (1, 2):
+            try:
+                blob = self.client(source.registry).open_blob(source.repository, digest)
+                async with self._copy_slots, blob as chunks:
+                    if size >= PROGRESS_MIN_BYTES:
+                        chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
+                    await client.upload_blob(location, digest, size, chunks, image)
+                return
+            except UploadRestart:
+                await client.delete_upload(location)
+                if attempt == 2:
+                    raise
+                # A token refused mid-upload and fetched again (GCR, Quay: "cannot reuse body",
+                # estesp/manifest-tool#122, #156): a streamed body cannot be resent, so the copy
+                # starts over in a new session, with the new token.
+                log.info("%s: token renewed mid-upload; copying %s again", target.registry, digest)
+                location = await client.start_upload(target.repository)
+            except BaseException:
+                # Never leave an upload session we opened dangling.
+                await client.delete_upload(location)
+                raise
 
 
 #: Blobs at least this large report their progress on stderr while they are copied.

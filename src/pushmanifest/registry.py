@@ -565,6 +565,17 @@ class RegistryClient:
                     await response.aclose()
             except AuthenticationError:
                 raise
+            except httpx.StreamConsumed as exc:
+                # The auth flow met a 401 (a token refused mid-run, as GCR and Quay do) and would
+                # send again a body that was streamed: the caller starts the upload over.
+                raise UploadRestart(
+                    f"cannot {operation} {image}: the registry refused the token in the middle "
+                    "of a streamed upload (the upload was started over once)",
+                    operation=operation,
+                    image=image,
+                    user=self.user,
+                    status=401,
+                ) from exc
             except httpx.TransportError as exc:
                 raise NetworkError(
                     f"cannot {operation} {image}: {_describe_transport_error(exc, self.host)}",
@@ -592,6 +603,10 @@ class RegistryClient:
             user=self.user,
             rate_limit=rate_limit(response.headers),
         )
+
+
+class UploadRestart(RegistryError):
+    """A streamed upload met a 401 and a fresh token: its body cannot be sent again as is."""
 
 
 def decode_error(
