@@ -638,8 +638,12 @@ def test_head_404_for_a_truly_missing_source_is_still_missing(
     seed(open_registry, "nohead/some")
     proxy = quirk_proxy(open_registry.host, Profile())
     spec = spec_file(tmp_path, proxy.host, "nohead/some:v1", "nohead/some")
-    spec.write_text(spec.read_text().replace("nohead/some:arm64", "nohead/some:gone"))
+    text = spec.read_text().replace("nohead/some:arm64", "nohead/some:gone")
+    spec.write_text(text.replace("nohead/some:amd64", "nohead/some:gone2"))
     result = run_cli("from-spec", str(spec), "--plain-http", cwd=tmp_path)
     assert result.returncode == 1
     assert "nohead/some:gone" in result.stderr
+    assert "nohead/some:gone2" in result.stderr
     assert "HEAD" not in result.stderr
+    # Two sources missing, one GET to confirm: the registry's HEADs are trusted after it.
+    assert proxy.count("GET", "/manifests/") == 1

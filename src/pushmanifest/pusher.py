@@ -339,14 +339,26 @@ class _Run:
     async def _confirm_missing(
         self, sources: list[Reference], found: dict[Reference, Optional[Descriptor]]
     ) -> None:
-        """A source whose HEAD said 404 gets one GET: some proxies and caches answer HEAD on
-        manifests with 404 while GET works. Only sources: a missing one ends the run anyway."""
+        """Some proxies and caches answer HEAD on manifests with 404 while GET works: the first
+        source a registry says is missing gets one GET. Where that GET finds it, the registry is
+        read with GETs from then on and its other missing sources are asked again; where it does
+        not, its HEADs are trusted. So a missing source costs at most one GET per registry (a GET
+        counts against pull quotas), and only sources: a missing one ends the run anyway."""
         missing = _unique(ref for ref in sources if found.get(ref) is None)
+        first: dict[str, Reference] = {}
+        for ref in missing:
+            first.setdefault(ref.registry, ref)
         confirmed = await _gather(
             self.client(ref.registry).confirm_absent(ref.repository, ref.identifier)
-            for ref in missing
+            for ref in first.values()
         )
-        found.update((ref, d) for ref, d in zip(missing, confirmed) if d is not None)
+        found.update((ref, d) for ref, d in zip(first.values(), confirmed) if d is not None)
+        again = [
+            ref
+            for ref in missing
+            if ref not in first.values() and found[first[ref.registry]] is not None
+        ]
+        found.update(zip(again, await _gather(self._head(ref) for ref in again)))
 
     async def _head(self, ref: Reference) -> Optional[Descriptor]:
         return await self.client(ref.registry).head_manifest(ref.repository, ref.identifier)
