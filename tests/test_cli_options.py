@@ -62,9 +62,6 @@ BAD_TEXT: dict[str, list[str]] = {
     "ref": ["", "UPPER::bad", f"{NOWHERE}/app@sha256:zz"],
 }
 
-#: Another helper's branch makes these exit 2 (wip/ca: --ca-file); drop once merged.
-NOT_YET = {("--ca-file", "MISSING"), ("--ca-file", "BAD_JSON")}
-
 
 def _bad_numbers(kind: cli._Number) -> list[str]:
     below = kind.minimum if kind.above_minimum else kind.minimum - 1
@@ -97,10 +94,7 @@ def _cases() -> Iterator[tuple[str, str, str]]:
 
 def _params() -> Iterator[object]:
     for command, name, value in _cases():
-        marks = []
-        if (name, value) in NOT_YET:
-            marks.append(pytest.mark.xfail(reason="--ca-file is fixed on wip/ca", strict=False))
-        yield pytest.param(command, name, value, id=f"{command} {name} {value[:20]!r}", marks=marks)
+        yield pytest.param(command, name, value, id=f"{command} {name} {value[:20]!r}")
 
 
 def _argv(command: str, name: str, value: str, files: dict[str, str]) -> list[str]:

@@ -43,7 +43,7 @@ Push multi-architecture manifest lists (Docker manifest list v2, OCI image index
 commands:
   from-spec SPEC...   push the list(s) described by YAML spec files
   from-args           push a list of an image per platform, named by a template
-                      (OS, ARCH, VARIANT in --template are replaced per platform)
+                      (OS, ARCH, VARIANT, DOCKERARCH in --template are replaced)
   inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
                       platform and layers (--raw: the registry's exact bytes)
 
@@ -145,7 +145,11 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--insecure", action="store_true", help="do not verify TLS certificates (dangerous)"
     )
-    group.add_argument("--ca-file", metavar="PATH", help="trust this CA bundle for TLS")
+    group.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="trust the CA certificate(s) of this file (PEM or DER) too, besides the system's",
+    )
     group.add_argument(
         "--timeout",
         type=_SECONDS,
@@ -243,7 +247,9 @@ def _from_args_parser() -> argparse.ArgumentParser:
         description="Push a manifest list of one image per platform, as manifest-tool's "
         "from-args: each platform's image is --template with the words OS, ARCH and VARIANT "
         "replaced by its values (whole uppercase words, every occurrence; an empty variant "
-        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64).",
+        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64). DOCKERARCH is "
+        "Docker Hub's name of the platform: amd64, arm32v6, arm32v7, arm64v8, i386, ppc64le, "
+        "s390x, riscv64, mips64le, windows-amd64.",
         epilog="example: pushmanifest from-args --platforms linux/amd64,linux/arm/v7 "
         "--template user/app:OS-ARCH-VARIANT --target user/app:1.0 --tags latest",
     )
@@ -258,7 +264,7 @@ def _from_args_parser() -> argparse.ArgumentParser:
         "--template",
         required=True,
         metavar="IMAGE",
-        help="each platform's source image, with OS, ARCH and VARIANT in it",
+        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it",
     )
     parser.add_argument(
         "--target",
@@ -521,7 +527,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
 
     if args.insecure:
         log.warning("--insecure: TLS certificates are not verified")
-    return ClientOptions(
+    options = ClientOptions(
         plain_http=args.plain_http,
         insecure=args.insecure,
         ca_file=args.ca_file,
@@ -529,6 +535,11 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
         max_concurrency=args.max_concurrency,
         retries=args.retries,
     )
+    try:
+        _ = options.tls_verify  # reads --ca-file now: a bad one stops the run before any request
+    except InputError as exc:
+        raise InputError(f"--ca-file: {exc}") from None
+    return options
 
 
 def _credentials(args: argparse.Namespace) -> Optional[Credentials]:
