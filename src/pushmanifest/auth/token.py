@@ -563,8 +563,9 @@ class TokenAuth(httpx.Auth):
             while step is not None:
                 response: Optional[httpx.Response] = None
                 if isinstance(step, _Lock):
-                    lock = self._async_lock(step.key)
-                    await lock.acquire()
+                    wanted = self._async_lock(step.key)
+                    await wanted.acquire()  # cancelled while waiting: nothing to give back
+                    lock = wanted
                 elif isinstance(step, _Unlock):
                     assert lock is not None
                     lock.release()
@@ -592,8 +593,9 @@ class TokenAuth(httpx.Auth):
             while step is not None:
                 response: Optional[httpx.Response] = None
                 if isinstance(step, _Lock):
-                    lock = self._sync_lock(step.key)
-                    lock.acquire()
+                    wanted_sync = self._sync_lock(step.key)
+                    wanted_sync.acquire()
+                    lock = wanted_sync
                 elif isinstance(step, _Unlock):
                     assert lock is not None
                     lock.release()
