@@ -101,7 +101,7 @@ def test_huge_token_answer_is_refused_as_it_streams_with_memory_near_the_cap(
         f"{MAX_TOKEN_RESPONSE_BYTES} bytes allowed for a token answer"
     )
     assert peak < 150, f"peak RSS {peak} MiB"
-    assert sent < 50 * MiB  # the client stopped reading near the cap
+    assert sent < 50 * MiB  # the client stopped near the cap (the rest: socket buffers at most)
 
 
 def test_token_answer_declared_too_large_is_refused_before_reading() -> None:
@@ -118,10 +118,11 @@ def test_token_answer_declared_too_large_is_refused_before_reading() -> None:
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
 def test_token_answer_over_the_cap_in_the_auth_flow(sync: bool) -> None:
     # Not primed: the 401 of the request itself starts the token request (both drivers).
-    with HostileServer(token_bytes=20 * MiB) as server:
+    with HostileServer(token_bytes=64 * MiB) as server:
         with pytest.raises(AuthenticationError, match="more than the 1048576 bytes allowed"):
             _get_with_token_auth(server, sync=sync)
-        assert server.token_bytes_sent < 10 * MiB
+        # What socket buffers can hold (Linux: up to 32 MiB received + 4 MiB sent), not more.
+        assert server.token_bytes_sent < 48 * MiB
 
 
 def test_token_answer_at_the_cap_is_read() -> None:
