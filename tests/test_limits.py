@@ -3,7 +3,7 @@
 Token answers, credential helpers' output, ``WWW-Authenticate`` headers and docker config files
 each have a cap; past it the run ends with one line saying what was too large, memory stays near
 the cap, and nothing hangs. The hostile peers are real: a server on loopback
-(:mod:`support.hostile`), helper scripts on PATH, FIFOs and ``/dev/zero``.
+(:mod:`support.hostile_auth`), helper scripts on PATH, FIFOs and ``/dev/zero``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pushmanifest.auth.dockerconfig import (
 )
 from pushmanifest.auth.token import MAX_TOKEN_RESPONSE_BYTES
 from pushmanifest.errors import AuthenticationError, InputError
-from support.hostile import HostileServer
+from support.hostile_auth import HostileAuthServer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MiB = 1024 * 1024
@@ -89,7 +89,7 @@ def test_huge_token_answer_is_refused_as_it_streams_with_memory_near_the_cap(
     tmp_path: Path,
 ) -> None:
     # Before the cap: 200 MB reached 1.6 GB RSS and ended in "Broken pipe" retries.
-    with HostileServer(token_bytes=100 * MiB) as server:
+    with HostileAuthServer(token_bytes=100 * MiB) as server:
         status, stderr, peak = run_measured(
             tmp_path, "inspect", "--plain-http", "--retries", "1", f"{server.host}/app:1"
         )
@@ -105,7 +105,7 @@ def test_huge_token_answer_is_refused_as_it_streams_with_memory_near_the_cap(
 
 
 def test_token_answer_declared_too_large_is_refused_before_reading() -> None:
-    server = HostileServer(token_bytes=MAX_TOKEN_RESPONSE_BYTES + 1, declare_length=True)
+    server = HostileAuthServer(token_bytes=MAX_TOKEN_RESPONSE_BYTES + 1, declare_length=True)
     with server, pytest.raises(AuthenticationError) as caught:
         _get_with_token_auth(server)
     assert str(caught.value) == (
@@ -118,7 +118,7 @@ def test_token_answer_declared_too_large_is_refused_before_reading() -> None:
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
 def test_token_answer_over_the_cap_in_the_auth_flow(sync: bool) -> None:
     # Not primed: the 401 of the request itself starts the token request (both drivers).
-    with HostileServer(token_bytes=64 * MiB) as server:
+    with HostileAuthServer(token_bytes=64 * MiB) as server:
         with pytest.raises(AuthenticationError, match="more than the 1048576 bytes allowed"):
             _get_with_token_auth(server, sync=sync)
         # What socket buffers can hold (Linux: up to 32 MiB received + 4 MiB sent), not more.
@@ -126,13 +126,13 @@ def test_token_answer_over_the_cap_in_the_auth_flow(sync: bool) -> None:
 
 
 def test_token_answer_at_the_cap_is_read() -> None:
-    with HostileServer(token_bytes=MAX_TOKEN_RESPONSE_BYTES) as server:
+    with HostileAuthServer(token_bytes=MAX_TOKEN_RESPONSE_BYTES) as server:
         _get_with_token_auth(server)  # the token is taken and sent (the server refuses it)
     assert server.paths.count("/token") == 1
 
 
 def test_encoded_token_answer_is_refused() -> None:
-    server = HostileServer(content_encoding="gzip, gzip, gzip")
+    server = HostileAuthServer(content_encoding="gzip, gzip, gzip")
     with server, pytest.raises(AuthenticationError) as caught:
         _get_with_token_auth(server)
     assert str(caught.value) == (
@@ -141,7 +141,7 @@ def test_encoded_token_answer_is_refused() -> None:
     )
 
 
-def _get_with_token_auth(server: HostileServer, *, sync: bool = False) -> httpx.Response:
+def _get_with_token_auth(server: HostileAuthServer, *, sync: bool = False) -> httpx.Response:
     url = f"http://{server.host}/v2/app/manifests/1"
     auth = TokenAuth(None)
     if sync:
@@ -194,7 +194,7 @@ HUGE_CHALLENGE = (
 def test_oversized_challenge_is_one_clear_error(
     tmp_path: Path, challenge: str, expected: str
 ) -> None:
-    with HostileServer(challenge=challenge) as server:
+    with HostileAuthServer(challenge=challenge) as server:
         status, stderr, _peak = run_measured(
             tmp_path, "inspect", "--plain-http", "--retries", "1", f"{server.host}/app:1"
         )

@@ -1,17 +1,17 @@
-"""A small hostile HTTP server on loopback, for the limits no real registry will test.
+"""A hostile registry + token server on loopback, for the auth limits no real registry will test.
 
 It plays a registry that asks for a Bearer token (``/v2/`` answers 401 with a challenge naming
 its own ``/token``) and a token server whose answer is as large as a test wants, streamed so that
 the server never holds it in memory. Stdlib only, loopback only::
 
-    with HostileServer(token_bytes=200 * 2**20) as server:
+    with HostileAuthServer(token_bytes=200 * 2**20) as server:
         run the CLI against f"{server.host}/app:1" with --plain-http
 
 ``challenge`` replaces the ``WWW-Authenticate`` value (a huge or many-parameter header);
 ``token_bytes`` is the size of the token answer, a JSON object with one long string
 (``declare_length``: with a ``Content-Length``; ``content_encoding``: a small gzip answer labelled
 so).
-:attr:`HostileServer.token_bytes_sent` counts what the token endpoint managed to write (a client
+:attr:`HostileAuthServer.token_bytes_sent` counts what the token endpoint managed to write (a client
 that stops reading at its cap makes the writes fail).
 """
 
@@ -23,13 +23,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-__all__ = ["HostileServer"]
+__all__ = ["HostileAuthServer"]
 
 _CHUNK = 64 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server_owner: HostileServer  # set on the subclass made per server
+    server_owner: HostileAuthServer  # set on the subclass made per server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -90,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class HostileServer:
+class HostileAuthServer:
     """See the module's docstring."""
 
     def __init__(
@@ -128,7 +128,7 @@ class HostileServer:
             return self.challenge
         return f'Bearer realm="http://{self.host}/token",service="hostile"'
 
-    def __enter__(self) -> HostileServer:
+    def __enter__(self) -> HostileAuthServer:
         self._thread.start()
         return self
 
@@ -144,7 +144,7 @@ if __name__ == "__main__":  # a server to measure the CLI against by hand
     import time
 
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 200 * 2**20
-    with HostileServer(token_bytes=size) as server:
+    with HostileAuthServer(token_bytes=size) as server:
         print(server.host, flush=True)
         while True:
             time.sleep(3600)
