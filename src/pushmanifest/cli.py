@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushmanifest")
 
-COMMANDS = ("from-spec", "from-args", "inspect", "validate")
+COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
@@ -37,6 +37,7 @@ usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|o
                     [the options of from-spec but SPEC]
        pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
        pushmanifest validate [--allow-unset-env] SPEC [SPEC ...]
+       pushmanifest schema
 
 Push multi-architecture manifest lists (Docker manifest list v2, OCI image index).
 
@@ -47,6 +48,7 @@ commands:
   inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
                       platform and layers (--raw: the registry's exact bytes)
   validate SPEC...    check spec files without a network (exit 2 on any problem)
+  schema              print the JSON Schema of a spec file (for editors)
 
 "push from-spec" and "push from-args" (manifest-tool's spelling) work too.
 Options may stand before or after the command. "pushmanifest COMMAND --help" lists them all.
@@ -261,11 +263,22 @@ def _validate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _schema_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest schema",
+        description="Print the JSON Schema (draft 2020-12) of a spec file, for editors: "
+        "# yaml-language-server: $schema=<url or path of this file>",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
 _PARSERS = {
     "from-spec": _from_spec_parser,
     "from-args": _from_args_parser,
     "inspect": _inspect_parser,
     "validate": _validate_parser,
+    "schema": _schema_parser,
 }
 
 
@@ -345,6 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "from-args": _run_from_args,
         "inspect": _run_inspect,
         "validate": _run_validate,
+        "schema": _run_schema,
     }
     with _logging_to(sys.stderr, args.debug):
         try:
@@ -444,6 +458,13 @@ def _run_validate(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{problem}\n")
         return 2
     sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
     return 0
 
 
