@@ -167,7 +167,7 @@ def _complete_platform(platform: dict[str, Any]) -> None:
     for name in ("osfeatures", "os.features", "features"):
         _set_values(properties[name], None, {"type": "array", "items": dict(_TEXT_OR_NUMBER)})
     # The variants each architecture takes (one with none takes no variant).
-    rules = []
+    rules: list[dict[str, Any]] = []
     for arch in sorted(KNOWN_ARCHITECTURES):
         names: list[Any] = [arch, 386] if arch == "386" else [arch]
         names += [alias for alias, (target, _) in ARCHITECTURE_ALIASES.items() if target == arch]
