@@ -270,7 +270,12 @@ def main(env: Mapping[str, str]) -> int:
     completed = subprocess.run(
         planned.argv, input=planned.stdin, stdout=subprocess.PIPE, text=True, check=False
     )
-    results = [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+    results: list[dict[str, Any]] = []
+    for line in completed.stdout.splitlines():
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            print(line)  # not a result: pass it on
     for result in results:
         print(f"Digest: {result['digest']} {result['size']}  {result['target']}")
     if completed.returncode != 0:

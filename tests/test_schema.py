@@ -180,3 +180,12 @@ def test_shape_errors_are_rejected_by_the_loader_and_the_schema(text: str) -> No
     with pytest.raises(SpecError):
         load_spec_text(text, "s.yaml", env={})
     assert schema_errors(text) != []
+
+
+def test_the_readme_points_editors_at_the_shipped_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if "yaml-language-server: $schema=" in line]
+    assert lines, "the README shows the yaml-language-server line"
+    url = lines[0].split("$schema=", 1)[1].strip()
+    assert url.endswith("/main/src/pushmanifest/spec.schema.json")
+    assert (ROOT / "src" / "pushmanifest" / "spec.schema.json").is_file()
