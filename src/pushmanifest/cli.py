@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushmanifest")
 
-COMMANDS = ("from-spec", "from-args", "inspect")
+COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
@@ -36,6 +36,8 @@ usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|o
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
                     [the options of from-spec but SPEC]
        pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
+       pushmanifest validate [--allow-unset-env] SPEC [SPEC ...]
+       pushmanifest schema
 
 Push multi-architecture manifest lists (Docker manifest list v2, OCI image index).
 
@@ -45,6 +47,8 @@ commands:
                       (OS, ARCH, VARIANT, DOCKERARCH in --template are replaced)
   inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
                       platform and layers (--raw: the registry's exact bytes)
+  validate SPEC...    check spec files without a network (exit 2 on any problem)
+  schema              print the JSON Schema of a spec file (for editors)
 
 "push from-spec" and "push from-args" (manifest-tool's spelling) work too.
 Options may stand before or after the command. "pushmanifest COMMAND --help" lists them all.
@@ -246,10 +250,41 @@ def _inspect_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _validate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest validate",
+        description="Check spec files as from-spec would load them, without a network: YAML, "
+        "keys, references, tags, platforms, duplicates, ${VAR}; and that no tag is pushed by "
+        "two lists. Every problem is printed as FILE:LINE:COL: message (exit status 2); a "
+        "valid set prints one summary line.",
+    )
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
+    parser.add_argument(
+        "--allow-unset-env",
+        action="store_true",
+        help="an unset ${VAR} without default is not a problem (for CI variables not set where "
+        "the hook runs); the rest of its value is still checked",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _schema_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest schema",
+        description="Print the JSON Schema (draft 2020-12) of a spec file, for editors: "
+        "# yaml-language-server: $schema=<url or path of this file>",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
 _PARSERS = {
     "from-spec": _from_spec_parser,
     "from-args": _from_args_parser,
     "inspect": _inspect_parser,
+    "validate": _validate_parser,
+    "schema": _schema_parser,
 }
 
 
@@ -324,7 +359,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_intermixed_args(rest)
     except SystemExit as exc:
         return int(exc.code or 0)
-    run = {"from-spec": _run_from_spec, "from-args": _run_from_args, "inspect": _run_inspect}
+    run = {
+        "from-spec": _run_from_spec,
+        "from-args": _run_from_args,
+        "inspect": _run_inspect,
+        "validate": _run_validate,
+        "schema": _run_schema,
+    }
     with _logging_to(sys.stderr, args.debug):
         try:
             return run[command](args)
@@ -410,6 +451,27 @@ def _run_from_args(args: argparse.Namespace) -> int:
         annotations=parse_annotations(args.annotations),
     )
     return _push_and_print([spec], _push_options(args), as_json=args.json)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_specs
+
+    report = validate_specs(
+        args.specs, allow_unset_env=args.allow_unset_env, read_stdin=sys.stdin.read
+    )
+    if report.problems:
+        for problem in report.problems:
+            sys.stderr.write(f"{problem}\n")
+        return 2
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
