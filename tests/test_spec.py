@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
+import sys
 from pathlib import Path
 from textwrap import dedent
 from typing import Optional
@@ -343,6 +346,113 @@ def test_recursive_alias() -> None:
     assert problem("image: a/b:1\nmanifests: &m [{image: a/b:2}, *m]\n") == (
         "s.yaml:2:12: this alias refers to the node that contains it"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion bombs: aliases and merge keys count against the same limits, whatever their mix.
+# Each runs the command in a subprocess with a timeout that only a hang reaches.
+
+
+def _fan(name: str, level: int, fan: int = 9) -> str:
+    return ", ".join([f"*{name}{level - 1}"] * fan)
+
+
+def _merge_chain(levels: int) -> str:
+    """The issue's bomb: each level merges the one below nine times (<<: [*prev x 9])."""
+    lines = ["x-l0: &l0 {}"]
+    lines += [f"x-l{i}: &l{i} {{<<: [{_fan('l', i)}]}}" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+_TAIL = "image: a/b:1\nmanifests:\n  - image: a/b:2\n    platform: {<<: *%s, architecture: amd64}\n"
+
+#: name -> the spec's text
+EXPANSION_BOMBS = {
+    # 763 bytes in the issue; ran for days. Every level's own mapping is empty, so no value is
+    # built: only the merges themselves can count.
+    "merge-chain": _merge_chain(11) + _TAIL % "l11",
+    # Merge keys whose value is an alias of a list of aliases of merged mappings.
+    "merge-of-aliases-of-merges": (
+        "x-m0: &m0 {}\n"
+        + "".join(
+            f"x-s{i}: &s{i} [{_fan('m', i)}]\nx-m{i}: &m{i} {{<<: *s{i}}}\n" for i in range(1, 12)
+        )
+        + _TAIL % "m11"
+    ),
+    # Lists of aliases (each level counted as values) whose items merge a bomb of their own.
+    "merges-inside-sequences": (
+        _merge_chain(4)
+        + "x-q0: &q0 [{<<: *l4, image: a/b:2, platform: {os: linux, architecture: amd64}}]\n"
+        + "".join(f"x-q{i}: &q{i} [{_fan('q', i)}]\n" for i in range(1, 8))
+        + "image: a/b:1\nmanifests: *q7\n"
+    ),
+}
+
+
+def _run_command(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushmanifest", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPANSION_BOMBS))
+def test_expansion_bombs_are_refused_at_a_position(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(EXPANSION_BOMBS[name])
+    result = _run_command("from-spec", "--dry-run", str(path))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert re.fullmatch(
+        re.escape(str(path)) + r":\d+:\d+: the document expands to more than 100000 values "
+        r"through aliases \('\*name'\) and merge keys \('<<'\): a spec needs far fewer\n",
+        result.stderr,
+    ), result.stderr
+
+
+def test_the_issue_bomb_is_under_a_kilobyte() -> None:
+    assert len(EXPANSION_BOMBS["merge-chain"]) < 1024
+
+
+def test_merge_chains_cannot_nest_deeper_than_the_stack(tmp_path: Path) -> None:
+    # One merge per level: no fan-out, but 2000 merges deep exhaust a recursive builder's stack.
+    chain = "".join(f"x-l{i}: &l{i} {{<<: *l{i - 1}}}\n" for i in range(1, 2000))
+    path = tmp_path / "chain.yaml"
+    path.write_text("x-l0: &l0 {k: v}\n" + chain + _TAIL % "l1999")
+    result = _run_command("from-spec", "--dry-run", str(path))
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(
+        re.escape(str(path)) + r":\d+:\d+: the document nests more than 50 levels deep; a spec "
+        r"needs 5 at most \(manifests, an entry, its platform, features\) \(through merge keys\)\n",
+        result.stderr,
+    ), result.stderr
+
+
+def test_plain_alias_bomb_is_refused_at_a_position() -> None:
+    # Billion laughs, as lists of aliases: caught before merge keys were; kept so it stays so.
+    levels = "".join(f"x-a{i}: &a{i} [{_fan('a', i)}]\n" for i in range(1, 10))
+    text = "x-a0: &a0 [x]\n" + levels + "image: a/b:1\nmanifests: [*a9]\n"
+    found = problems(text)
+    assert len(found) == 1, found
+    assert re.fullmatch(r"s\.yaml:\d+:\d+: the document expands to more than 100000 .*", found[0])
+
+
+def test_a_few_merges_of_merges_load() -> None:
+    """Merge keys well within the limits: merged through aliases of merges, in sequences."""
+    (spec,) = load(
+        """
+        x-os: &os {os: linux}
+        x-amd: &amd {<<: *os, architecture: amd64}
+        x-both: &both [*amd, {variant: v8}]
+        image: a/b:1
+        manifests:
+          - {image: a/b:2, platform: *amd}
+          - {image: a/b:3, platform: {<<: *both, architecture: arm64}}
+        """
+    )
+    assert [str(e.platform) for e in spec.manifests] == ["linux/amd64", "linux/arm64/v8"]
 
 
 # --------------------------------------------------------------------------------------------

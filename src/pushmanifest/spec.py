@@ -519,7 +519,21 @@ def _duplicate_platforms(
 _NULL_TAG = "tag:yaml.org,2002:null"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Aliases and merge keys ('<<') let a short text expand to far more data than it holds: a spec
+# needs some hundreds of values, a large one some thousands; every value built and every mapping
+# merged counts.
 _MAX_VALUES = 100_000
+_TOO_MANY = (
+    f"the document expands to more than {_MAX_VALUES} values through aliases ('*name') and "
+    "merge keys ('<<'): a spec needs far fewer"
+)
+# All the documents of a text together: each is bounded by _MAX_VALUES, their number by the size
+# of the text, but not their product without this.
+_MAX_VALUES_IN_ALL = 4 * _MAX_VALUES
+_TOO_MANY_IN_ALL = (
+    f"the documents expand to more than {_MAX_VALUES_IN_ALL} values in all through aliases "
+    "('*name') and merge keys ('<<'): a spec needs far fewer"
+)
 # A spec nests 5 levels deep (manifests, an entry, its platform, features, a feature); far
 # deeper nesting exhausts the stack of PyYAML's (recursive) composer and of the builder below.
 _MAX_DEPTH = 50
@@ -552,25 +566,36 @@ class _Builder:
         self.problems: list[SpecProblem] = []
         # Paths whose value could not be built: validation errors there only repeat the problem.
         self.broken: set[Loc] = set()
-        self._count = 0
+        # Values built and mappings merged, counted against _MAX_VALUES.
+        self.count = 0
+        self._too_many = False
         self._too_deep = False
 
     def problem(self, mark: yaml.Mark, message: str) -> None:
         self.problems.append(SpecProblem(self.filename, mark.line + 1, mark.column + 1, message))
 
-    def build(self, node: yaml.Node, path: Loc, active: tuple[yaml.Node, ...] = ()) -> Any:
-        self.value_marks[path] = node.start_mark
-        self._count += 1
-        if self._count > _MAX_VALUES:
-            if self._count == _MAX_VALUES + 1:
-                self.problem(node.start_mark, "the document expands to too many values (aliases)")
-            self.broken.add(path)
-            return None
-        if len(path) > _MAX_DEPTH:  # through aliases: their events nest no deeper
+    def _within_limits(self, mark: yaml.Mark, path: Loc, depth: int, through: str) -> bool:
+        """Count one value (or one merged mapping) at ``depth``; False, reported once, past a limit.
+
+        Once past the count, every later call fails at once: nothing more is built or merged.
+        """
+        self.count += 1
+        if self.count > _MAX_VALUES:
+            if not self._too_many:
+                self._too_many = True
+                self.problem(mark, _TOO_MANY)
+        elif depth > _MAX_DEPTH:  # through aliases or merges: their events nest no deeper
             if not self._too_deep:
                 self._too_deep = True
-                self.problem(node.start_mark, _TOO_DEEP + " (through aliases)")
-            self.broken.add(path)
+                self.problem(mark, f"{_TOO_DEEP} (through {through})")
+        else:
+            return True
+        self.broken.add(path)
+        return False
+
+    def build(self, node: yaml.Node, path: Loc, active: tuple[yaml.Node, ...] = ()) -> Any:
+        self.value_marks[path] = node.start_mark
+        if not self._within_limits(node.start_mark, path, len(path), "aliases"):
             return None
         if any(node is a for a in active):
             self.problem(node.start_mark, "this alias refers to the node that contains it")
@@ -602,6 +627,12 @@ class _Builder:
                     if any(source is a for a in active):
                         self.problem(value_node.start_mark, "this merge refers to its own mapping")
                         continue
+                    # A merged mapping counts as a value, and each merge as a level (``active``
+                    # holds the enclosing collections and merged mappings): merges of merges of
+                    # empty mappings build no value at all, yet can expand without end.
+                    depth = len(active) + 1
+                    if not self._within_limits(value_node.start_mark, path, depth, "merge keys"):
+                        return result
                     result.update(self.mapping(source, path, (*active, source)))
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -1247,6 +1278,7 @@ class _Document:
     spec: Optional[ManifestListSpec]
     problems: list[SpecProblem]
     notices: list[SpecProblem]
+    values: int = 0  # values built and mappings merged, counted against _MAX_VALUES_IN_ALL
 
 
 def load_spec_text(
@@ -1263,6 +1295,7 @@ def load_spec_text(
     notices: list[SpecProblem] = []
     specs: list[ManifestListSpec] = []
     documents = 0
+    values = 0
     try:
         for node in yaml.compose_all(text, Loader=_SpecLoader):
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
@@ -1273,6 +1306,13 @@ def load_spec_text(
             notices.extend(document.notices)
             if document.spec is not None:
                 specs.append(document.spec)
+            values += document.values
+            if values > _MAX_VALUES_IN_ALL:
+                start = node.start_mark
+                problems.append(
+                    SpecProblem(filename, start.line + 1, start.column + 1, _TOO_MANY_IN_ALL)
+                )
+                break
     except yaml.YAMLError as exc:
         problems.append(_syntax_problem(text, filename, exc))
     except _TooDeep as exc:
@@ -1382,9 +1422,9 @@ def _load_document(node: yaml.Node, filename: str, env: Mapping[str, str]) -> _D
     except ValidationError as exc:
         problems.extend(_validation_problems(exc, filename, marks, skip=builder.broken))
         problems.extend(_duplicates_among_valid(data, env, filename, marks))
-        return _Document(None, problems, [])
+        return _Document(None, problems, [], builder.count)
     if problems:
-        return _Document(None, problems, [])
+        return _Document(None, problems, [], builder.count)
 
     spec = spec.model_copy(update={"origin": f"{filename}:{start.line + 1}"})
     notices: list[SpecProblem] = []
@@ -1399,7 +1439,7 @@ def _load_document(node: yaml.Node, filename: str, env: Mapping[str, str]) -> _D
         mark = _position(marks, loc, "value")
         notices.append(SpecProblem(filename, mark.line + 1, mark.column + 1, message))
     notices.sort(key=lambda p: (p.line, p.column))
-    return _Document(spec, [], notices)
+    return _Document(spec, [], notices, builder.count)
 
 
 def _drop_extension_keys(data: dict[str, Any]) -> None:
