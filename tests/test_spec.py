@@ -412,6 +412,23 @@ def test_expansion_bombs_are_refused_at_a_position(tmp_path: Path, name: str) ->
     ), result.stderr
 
 
+def test_documents_count_against_one_limit_together() -> None:
+    # Each document expands to ~30,000 values, within the limit of one; 30 of them are not.
+    document = _merge_chain(4).replace("{}", "{os: linux}", 1) + _TAIL % "l4"
+    assert len(load(document)) == 1
+    found = problems("---\n".join([document] * 30))
+    assert len(found) == 1, found
+    # Reported at the start of the document that went past the limit, and loading stops there.
+    match = re.fullmatch(
+        r"s\.yaml:(\d+):1: the documents expand to more than 400000 values in all through "
+        r"aliases \('\*name'\) and merge keys \('<<'\): a spec needs far fewer",
+        found[0],
+    )
+    assert match, found
+    lines_per_document = document.count("\n") + 1  # and its '---'
+    assert (int(match.group(1)) - 1) % lines_per_document == 0
+
+
 def test_the_issue_bomb_is_under_a_kilobyte() -> None:
     assert len(EXPANSION_BOMBS["merge-chain"]) < 1024
 
