@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
 from textwrap import dedent
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -122,6 +125,148 @@ def test_load_spec_file_not_utf8(tmp_path: Path) -> None:
 def test_load_spec_file_missing_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         load_spec_file(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# Size: a spec is read up to its limit and no further, from a file, a pipe or standard input
+
+MIB = 1 << 20
+TOO_LARGE = (
+    "the spec is larger than 1 MiB (1048576 bytes), the most a spec may hold: "
+    "is this the right file?"
+)
+#: Ten bytes a line: byte 1048577 (the first past the limit) is line 104858, column 7.
+COMMENT = b"# comment\n"
+PAST_THE_LIMIT = "104858:7"
+
+
+def _bounded_memory() -> None:
+    """In a test's child: a read without end fails with MemoryError, not the machine's swap."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def _run_spec_command(*args: str, stdin: Any = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushmanifest", "from-spec", "--dry-run", *args],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        preexec_fn=_bounded_memory,
+    )
+
+
+def test_a_file_past_the_limit_is_refused_where_it_passes_it(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(COMMENT * (MIB // len(COMMENT) + 1))
+    with pytest.raises(SpecError) as caught:
+        load_spec_file(path, env={})
+    assert str(caught.value) == f"{path}:{PAST_THE_LIMIT}: {TOO_LARGE}"
+
+
+def test_a_file_at_the_limit_loads(tmp_path: Path) -> None:
+    head = b"image: a/b:1\nmanifests: [{image: a/b:2}]\n"
+    path = tmp_path / "full.yaml"
+    path.write_bytes(head + b"#" * (MIB - len(head) - 1) + b"\n")
+    assert path.stat().st_size == MIB
+    (spec,) = load_spec_file(path, env={})
+    assert str(spec.image) == "docker.io/a/b:1"
+
+
+def test_text_past_the_limit_is_refused() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("#" * MIB + "\n", "big.yaml")
+    assert str(caught.value) == f"big.yaml:1:{MIB + 1}: {TOO_LARGE}"
+    # Counted in UTF-8 bytes, not characters: 'é' is two.
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("#" + "é" * (MIB // 2), "big.yaml")
+    assert str(caught.value) == f"big.yaml:1:{MIB + 1}: {TOO_LARGE}"
+
+
+class _EndlessZeros(io.RawIOBase):
+    """/dev/zero as a stream, counting the bytes it gave."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), 64 * 1024)  # short reads, as a pipe gives
+        buffer[:size] = bytes(size)
+        self.given += size
+        return size
+
+
+def test_a_stream_is_read_up_to_the_limit_and_no_further() -> None:
+    from pushmanifest.spec import load_spec_stream
+
+    stream = _EndlessZeros()
+    with pytest.raises(SpecError) as caught:
+        load_spec_stream(stream, "zeros")
+    assert str(caught.value) == f"zeros:1:{MIB + 1}: {TOO_LARGE}"
+    assert stream.given <= MIB + 64 * 1024
+
+
+def test_a_text_stream_loads_and_is_bounded_in_bytes() -> None:
+    from pushmanifest.spec import load_spec_stream
+
+    (spec,) = load_spec_stream(io.StringIO("image: a/b:1\nmanifests: [{image: a/b:2}]\n"))
+    assert spec.origin == "<stdin>:1"
+    with pytest.raises(SpecError) as caught:
+        load_spec_stream(io.StringIO("#" + "é" * MIB), "<stdin>")
+    assert str(caught.value) == f"<stdin>:1:{MIB + 1}: {TOO_LARGE}"
+
+
+def test_a_strict_text_stream_that_is_not_utf8() -> None:
+    from pushmanifest.spec import load_spec_stream
+
+    stream = io.TextIOWrapper(io.BytesIO(b"image: caf\xe9\n"), encoding="utf-8", errors="strict")
+    with pytest.raises(SpecError) as caught:
+        load_spec_stream(stream)
+    assert str(caught.value) == "<stdin>:1:1: not UTF-8 text: save the file as UTF-8"
+
+
+def test_command_refuses_dev_zero() -> None:
+    result = _run_spec_command("/dev/zero")
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"/dev/zero:1:{MIB + 1}: {TOO_LARGE}\n"
+
+
+def test_command_refuses_endless_standard_input() -> None:
+    with subprocess.Popen(["yes", "# comment"], stdout=subprocess.PIPE) as endless:
+        try:
+            result = _run_spec_command("-", stdin=endless.stdout)
+        finally:
+            endless.kill()
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"<stdin>:{PAST_THE_LIMIT}: {TOO_LARGE}\n"
+
+
+def test_command_refuses_an_endless_fifo_and_reads_a_short_one(tmp_path: Path) -> None:
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)
+    writer = ["sh", "-c", 'exec yes "# comment" > "$0"', str(fifo)]
+    with subprocess.Popen(writer, stderr=subprocess.DEVNULL) as endless:
+        try:
+            result = _run_spec_command(str(fifo))
+        finally:
+            endless.kill()
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"{fifo}:{PAST_THE_LIMIT}: {TOO_LARGE}\n"
+    # As from a shell's <(...): a FIFO holding a spec is read as a file is.
+    writer = ["sh", "-c", 'printf "image: a/b:1\\nmanifests: []\\n" > "$0"', str(fifo)]
+    with subprocess.Popen(writer):
+        result = _run_spec_command(str(fifo))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"{fifo}:2:12: manifests must not be empty: list at least one image\n"
+
+
+def test_command_refuses_a_directory(tmp_path: Path) -> None:
+    result = _run_spec_command(str(tmp_path))
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"error: cannot read spec {tmp_path}: Is a directory\n"
 
 
 # --------------------------------------------------------------------------------------------

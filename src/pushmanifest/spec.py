@@ -29,7 +29,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, cast
+from typing import IO, TYPE_CHECKING, Annotated, Any, Optional, Union, cast
 
 import yaml
 from pydantic import (
@@ -55,10 +55,12 @@ from .platform import Platform, normalize_platform
 from .reference import Reference
 
 __all__ = [
+    "MAX_SPEC_BYTES",
     "ManifestEntrySpec",
     "ManifestListSpec",
     "PlatformSpec",
     "load_spec_file",
+    "load_spec_stream",
     "load_spec_text",
 ]
 
@@ -67,6 +69,15 @@ log = logging.getLogger("pushmanifest")
 Loc = tuple[Union[str, int], ...]
 
 CODE_FILENAME = "<spec>"
+
+#: The most a spec (a file, a stream, a text) may hold, in UTF-8 bytes. A spec of a thousand lists
+#: of five images is ~600 KiB and takes PyYAML seconds to read; more is not a spec but the wrong
+#: file, /dev/zero or a pipe without end, which are read this far and no further.
+MAX_SPEC_BYTES = 1 << 20
+_TOO_LARGE = (
+    f"the spec is larger than 1 MiB ({MAX_SPEC_BYTES} bytes), the most a spec may hold: "
+    "is this the right file?"
+)
 
 # The keys a spec may use at each level, for "did you mean" and for messages.
 LIST_KEYS = ("image", "tags", "annotations", "manifests")
@@ -1290,6 +1301,10 @@ def load_spec_text(
     the values of ``${VAR}`` in ``image``, ``tags`` and ``manifests[].image``.
     Raises :class:`SpecError` with every problem found.
     """
+    if len(text) * 4 > MAX_SPEC_BYTES:  # else it cannot be too large: no need to encode it
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError([_too_large(data, filename)])
     variables: Mapping[str, str] = os.environ if env is None else env
     problems: list[SpecProblem] = []
     notices: list[SpecProblem] = []
@@ -1367,10 +1382,73 @@ class _SpecLoader(yaml.SafeLoader):
 def load_spec_file(
     path: Union[str, os.PathLike[str]], *, env: Optional[Mapping[str, str]] = None
 ) -> list[ManifestListSpec]:
-    """Load a spec file (see :func:`load_spec_text`). OSError if it cannot be read."""
+    """Load a spec file (see :func:`load_spec_text`). OSError if it cannot be read.
+
+    A FIFO (a shell's ``<(...)``) is read as a file is. At most :data:`MAX_SPEC_BYTES` are read:
+    past them, a :class:`SpecError` says so.
+    """
     name = os.fspath(path)
     with open(name, "rb") as file:
-        data = file.read()
+        data = _read_at_most(file, MAX_SPEC_BYTES + 1)
+    return _load_bytes(data, name, env)
+
+
+def load_spec_stream(
+    stream: Union[IO[bytes], IO[str]],
+    filename: str = "<stdin>",
+    *,
+    env: Optional[Mapping[str, str]] = None,
+) -> list[ManifestListSpec]:
+    """Load a spec from an open binary or text stream, e.g. ``sys.stdin`` (see load_spec_text).
+
+    Reads at most :data:`MAX_SPEC_BYTES` (and a byte, to know there is more), never to the end of
+    a stream that has none. A text stream is read as it decodes (``sys.stdin`` may have given a
+    ``--password-stdin`` line first) and counted in UTF-8 bytes.
+    """
+    try:
+        data = _read_at_most(stream, MAX_SPEC_BYTES + 1)
+    except UnicodeDecodeError:  # a text stream decoding strictly: where, it does not say
+        raise SpecError(
+            [SpecProblem(filename, 1, 1, "not UTF-8 text: save the file as UTF-8")]
+        ) from None
+    if isinstance(data, str):
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError([_too_large(data.encode("utf-8", "surrogateescape"), filename)])
+        try:
+            # Text streams decode strictly, or with surrogateescape (a POSIX locale): this gives
+            # the bytes back, so that a byte that is not UTF-8 is reported at its position.
+            data = data.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return load_spec_text(data, filename, env=env)
+    return _load_bytes(data, filename, env)
+
+
+def _read_at_most(stream: Union[IO[bytes], IO[str]], size: int) -> Any:
+    """Up to ``size`` bytes (or characters) of ``stream``: a raw stream or a pipe may give less
+    than asked for at each read."""
+    chunks: list[Any] = []
+    total = 0
+    while total < size:
+        chunk = stream.read(size - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if not chunks:
+        return stream.read(0)  # b"" or "", as the stream is
+    return chunks[0][:0].join(chunks)
+
+
+def _too_large(data: bytes, filename: str) -> SpecProblem:
+    """The problem of a spec past :data:`MAX_SPEC_BYTES`, at the first byte past it."""
+    line = data.count(b"\n", 0, MAX_SPEC_BYTES) + 1
+    column = MAX_SPEC_BYTES - (data.rfind(b"\n", 0, MAX_SPEC_BYTES) + 1) + 1
+    return SpecProblem(filename, line, column, _TOO_LARGE)
+
+
+def _load_bytes(data: bytes, name: str, env: Optional[Mapping[str, str]]) -> list[ManifestListSpec]:
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([_too_large(data, name)])
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
