@@ -1189,3 +1189,40 @@ def test_specs_are_frozen() -> None:
     spec = ManifestListSpec(image="a/b:1", manifests=[{"image": "a/b:2"}])
     with pytest.raises(Exception):  # noqa: B017 - pydantic's own frozen error
         spec.image = Reference.parse("c/d:1")  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------
+# The package's walls: pure (no network layer), and paid for only by commands that read a spec
+
+
+def test_the_spec_package_imports_no_network_layer() -> None:
+    code = (
+        "import sys\n"
+        "import pushmanifest.spec\n"
+        "from pushmanifest.spec import load_spec_text\n"
+        "try:\n"
+        "    load_spec_text('a: [')\n"  # a syntax error loads the diagnostics too
+        "except pushmanifest.spec.SpecError:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'h11')\n"
+        "             or m.startswith(('pushmanifest.registry', 'pushmanifest.pusher',\n"
+        "                              'pushmanifest.auth', 'pushmanifest.netbackend'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_version_imports_neither_the_spec_nor_pydantic() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pushmanifest", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "pushmanifest.cli" in imported  # the listing is what was imported
+    assert not {m for m in imported if m.split(".")[0] in ("pydantic", "yaml")}
+    assert not {m for m in imported if m.startswith("pushmanifest.spec")}
