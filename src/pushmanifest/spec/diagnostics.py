@@ -293,29 +293,7 @@ def explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional[
     if context.startswith("while parsing a flow ") and context_mark is not None:
         flow = flow_opener(lines, context_mark, mark)
     if flow is not None:
-        # "while parsing a flow node" marks where a node was expected, not the opening bracket.
-        open_line, open_column, opener = flow
-        closer = "]" if opener == "[" else "}"
-        variable = text.rfind("${", 0, mark.column + 1)
-        if variable >= 0 or "${" in text:
-            return (
-                f"inside '{opener}...{closer}', a value with ${{VAR}} must be quoted "
-                '("${VAR}"): YAML reads its braces as a mapping',
-                (line, variable if variable >= 0 else text.index("${")),
-            )
-        got = re.search(r"but (?:got|found) '(.*)'$", problem)
-        found = got.group(1) if got else ""
-        if found in ("]", "}") and found != closer:
-            return (
-                f"'{opener}' (line {open_line + 1}) is closed with '{found}': use '{closer}'",
-                None,
-            )
-        if found == "<stream end>" or line > open_line:
-            return (
-                f"'{opener}' opened here is never closed: add '{closer}' after the last item",
-                (open_line, open_column),
-            )
-        return f"expected ',' or '{closer}' here: separate items with ', '", None
+        return _explain_flow(text, mark, problem, flow)
     if "found undefined alias" in problem:
         name = problem.rsplit(" ", 1)[-1].strip("'")
         return f"'*{name}' refers to no anchor: define '&{name}' before this point", None
@@ -339,31 +317,7 @@ def explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional[
             )
 
     if problem == "mapping values are not allowed here":
-        own = key_line(lines, line) if line < len(lines) else None
-        if own is not None and own.colon < mark.column:
-            value = own.value.replace('"', '\\"')
-            return (
-                f"the value of '{own.key}:' contains ': ', which YAML takes for another key: "
-                f'quote the value ({own.key}: "{value}")',
-                None,
-            )
-        lined_up = line_up(lines, line, deeper_needs_value=True)
-        if lined_up is not None:
-            return lined_up, None
-        previous = _previous_significant(lines, line)
-        if own is not None and previous is not None and key_line(lines, previous) is None:
-            return (
-                f"'{own.key}:' is indented under line {previous + 1}, which holds a plain value "
-                f"({lines[previous].strip()!r}), not keys: a key cannot continue a value; line "
-                f"'{own.key}:' up with the keys of its mapping",
-                None,
-            )
-        key = f"'{own.key}:'" if own is not None else "a key"
-        return (
-            f"{key} cannot start here: check this line's indentation against the lines above, "
-            "or quote the value if it contains ': '",
-            None,
-        )
+        return _explain_unexpected_key(lines, mark), None
     if problem.startswith("expected <block end>, but found"):
         if problem.endswith("'-'"):
             return (
@@ -389,3 +343,59 @@ def explain(lines: list[str], exc: yaml.MarkedYAMLError) -> tuple[str, Optional[
     if context and context_mark is not None:
         where = f" ({context}, line {context_mark.line + 1} column {context_mark.column + 1})"
     return f"invalid YAML: {problem}{where}", None
+
+
+def _explain_flow(
+    text: str, mark: yaml.Mark, problem: str, flow: tuple[int, int, str]
+) -> tuple[str, Optional[tuple[int, int]]]:
+    """An error inside '[...]' or '{...}' opened at ``flow``; ``text`` is the error's line."""
+    # "while parsing a flow node" marks where a node was expected, not the opening bracket.
+    open_line, open_column, opener = flow
+    closer = "]" if opener == "[" else "}"
+    variable = text.rfind("${", 0, mark.column + 1)
+    if variable >= 0 or "${" in text:
+        return (
+            f"inside '{opener}...{closer}', a value with ${{VAR}} must be quoted "
+            '("${VAR}"): YAML reads its braces as a mapping',
+            (mark.line, variable if variable >= 0 else text.index("${")),
+        )
+    got = re.search(r"but (?:got|found) '(.*)'$", problem)
+    found = got.group(1) if got else ""
+    if found in ("]", "}") and found != closer:
+        return (
+            f"'{opener}' (line {open_line + 1}) is closed with '{found}': use '{closer}'",
+            None,
+        )
+    if found == "<stream end>" or mark.line > open_line:
+        return (
+            f"'{opener}' opened here is never closed: add '{closer}' after the last item",
+            (open_line, open_column),
+        )
+    return f"expected ',' or '{closer}' here: separate items with ', '", None
+
+
+def _explain_unexpected_key(lines: list[str], mark: yaml.Mark) -> str:
+    """PyYAML's "mapping values are not allowed here": a ': ' where no key may start."""
+    line = mark.line
+    own = key_line(lines, line) if line < len(lines) else None
+    if own is not None and own.colon < mark.column:
+        value = own.value.replace('"', '\\"')
+        return (
+            f"the value of '{own.key}:' contains ': ', which YAML takes for another key: "
+            f'quote the value ({own.key}: "{value}")'
+        )
+    lined_up = line_up(lines, line, deeper_needs_value=True)
+    if lined_up is not None:
+        return lined_up
+    previous = _previous_significant(lines, line)
+    if own is not None and previous is not None and key_line(lines, previous) is None:
+        return (
+            f"'{own.key}:' is indented under line {previous + 1}, which holds a plain value "
+            f"({lines[previous].strip()!r}), not keys: a key cannot continue a value; line "
+            f"'{own.key}:' up with the keys of its mapping"
+        )
+    key = f"'{own.key}:'" if own is not None else "a key"
+    return (
+        f"{key} cannot start here: check this line's indentation against the lines above, "
+        "or quote the value if it contains ': '"
+    )
