@@ -6,7 +6,6 @@ import io
 import logging
 import os
 import re
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -140,19 +139,16 @@ COMMENT = b"# comment\n"
 PAST_THE_LIMIT = "104858:7"
 
 
-def _bounded_memory() -> None:
-    """In a test's child: a read without end fails with MemoryError, not the machine's swap."""
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-
-
 def _run_spec_command(*args: str, stdin: Any = None) -> subprocess.CompletedProcess[str]:
+    # With 2 GiB of address space, a read without end fails with MemoryError rather than taking
+    # the machine's memory (ulimit in a shell: preexec_fn is not safe in a threaded parent).
+    command = [sys.executable, "-m", "pushmanifest", "from-spec", "--dry-run", *args]
     return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", "from-spec", "--dry-run", *args],
+        ["sh", "-c", 'ulimit -v 2097152 && exec "$0" "$@"', *command],
         stdin=stdin,
         capture_output=True,
         text=True,
         timeout=20,
-        preexec_fn=_bounded_memory,
     )
 
 
