@@ -415,7 +415,7 @@ def _report(exc: PushManifestError, debug: bool) -> None:
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from .spec import load_spec_file, load_spec_text
+    from .spec import load_spec_file, load_spec_stream
 
     options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
     specs = []
@@ -423,7 +423,7 @@ def _run_from_spec(args: argparse.Namespace) -> int:
     for path in args.specs:
         try:
             if path == "-":
-                specs.extend(load_spec_text(sys.stdin.read(), "<stdin>"))
+                specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
             else:
                 specs.extend(load_spec_file(path))
         except SpecError as exc:
