@@ -19,7 +19,8 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -118,7 +119,8 @@ class RegistryClient:
             verify=verify,
             timeout=httpx.Timeout(opts.read_timeout, connect=opts.connect_timeout),
             limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            headers={"User-Agent": opts.user_agent},
+            # identity: a compressed answer could expand past our caps (see _read_capped).
+            headers={"User-Agent": opts.user_agent, "Accept-Encoding": "identity"},
             transport=opts.transport,
             # Blob GETs redirect to storage hosts; httpx drops Authorization on a cross-origin
             # redirect, which is what we want.
@@ -274,8 +276,15 @@ class RegistryClient:
             operation="read the config of",
             image=image,
             cap=cap,
+            raw=True,
         )
         self._raise_for_status(response, "read blob of", image, body)
+        encoding = response.headers.get("Content-Encoding", "")
+        if encoding and digest.startswith("sha256:") and sha256_digest(body) != digest:
+            # Read raw, as a blob is (storage labels .tar.gz objects "gzip"); a server that
+            # really compressed a plain blob on the way is undone here, within the same cap.
+            decoder = _BoundedDecoder(encoding, cap, image)
+            body = b"".join(decoder.decode(body))
         if digest.startswith("sha256:") and sha256_digest(body) != digest:
             raise DigestMismatchError(
                 f"{image}: blob content does not match its digest",
@@ -420,8 +429,10 @@ class RegistryClient:
                 self._raise_for_status(response, "read blob", image, body)
 
             async def chunks() -> AsyncIterator[bytes]:
+                # Raw bytes, never decoded: a blob is copied byte for byte, whatever
+                # Content-Encoding its storage labels it with (.tar.gz objects as "gzip").
                 hasher = hashlib.sha256()
-                async for chunk in response.aiter_bytes(1 << 16):
+                async for chunk in response.aiter_raw(1 << 16):
                     hasher.update(chunk)
                     yield chunk
                 if f"sha256:{hasher.hexdigest()}" != digest and digest.startswith("sha256:"):
@@ -450,6 +461,7 @@ class RegistryClient:
         content: Union[bytes, AsyncIterator[bytes], None] = None,
         auth: object = httpx.USE_CLIENT_DEFAULT,
         retry: bool = True,
+        raw: bool = False,
     ) -> tuple[httpx.Response, bytes]:
         """Send one request, retrying what is safe to retry, and read at most ``cap`` bytes.
 
@@ -461,7 +473,7 @@ class RegistryClient:
         for attempt in range(1, attempts + 1):
             try:
                 response, body = await self._attempt(
-                    method, url, operation, image, cap, headers, params, content, auth
+                    method, url, operation, image, cap, headers, params, content, auth, raw
                 )
             except NetworkError as exc:
                 if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
@@ -508,6 +520,7 @@ class RegistryClient:
         params: Optional[Mapping[str, str]],
         content: Union[bytes, AsyncIterator[bytes], None],
         auth: object,
+        raw: bool = False,
     ) -> tuple[httpx.Response, bytes]:
         request = self._client.build_request(
             method, url, headers=headers, params=params, content=content
@@ -520,7 +533,7 @@ class RegistryClient:
                     stream=True,
                 )
                 try:
-                    body = await _read_capped(response, cap, image)
+                    body = await _read_capped(response, cap, image, raw=raw)
                 finally:
                     await response.aclose()
             except AuthenticationError:
@@ -651,7 +664,16 @@ def _error_code_and_message(body: bytes) -> tuple[Optional[str], str]:
     return None, ""
 
 
-async def _read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
+async def _read_capped(
+    response: httpx.Response, cap: int, image: str, *, raw: bool = False
+) -> bytes:
+    """The body, at most ``cap`` bytes of it once decoded, in memory that stays near ``cap``.
+
+    We ask for ``Accept-Encoding: identity``; a server that compresses anyway is decoded here, a
+    bounded piece at a time (httpx's own decoders expand a whole chunk at once: 269 bytes of
+    triple gzip become 1 GB), and the cap counts decoded bytes. ``raw``: the bytes as sent (a
+    blob's, whose digest is over them), never decoded.
+    """
     if response.request.method == "HEAD":
         # A HEAD response has no body, but httpx returns the connection to the pool only
         # once the response has been read: closing it unread would drop the connection.
@@ -663,19 +685,107 @@ async def _read_capped(response: httpx.Response, cap: int, image: str) -> bytes:
             f"{image}: the registry sent {declared} bytes, more than the {cap} allowed",
             image=image,
         )
+    encoding = (
+        "" if raw and response.status_code < 400 else response.headers.get("Content-Encoding", "")
+    )
+    decoder = _BoundedDecoder(encoding, cap, image)
     chunks: list[bytes] = []
     total = 0
-    async for chunk in response.aiter_bytes():
-        total += len(chunk)
-        if total > cap:
-            if response.status_code >= 400:
-                # An oversized error body is truncated, not an error of its own.
-                break
-            raise RegistryError(
-                f"{image}: the registry sent more than the {cap} bytes allowed", image=image
-            )
-        chunks.append(chunk)
+    async for received in response.aiter_raw():
+        for chunk in decoder.decode(received):
+            total += len(chunk)
+            if total > cap:
+                if response.status_code >= 400:
+                    # An oversized error body is truncated, not an error of its own.
+                    return b"".join(chunks)
+                raise RegistryError(
+                    f"{image}: the registry sent more than the {cap} bytes allowed"
+                    f"{decoder.describe()}",
+                    image=image,
+                )
+            chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: Content-Encodings we decode (a server that ignores ``Accept-Encoding: identity``); others are
+#: refused. Layers beyond this many are refused too: no registry stacks encodings.
+_ZLIB_WBITS = {
+    "gzip": zlib.MAX_WBITS | 16,
+    "x-gzip": zlib.MAX_WBITS | 16,
+    "deflate": zlib.MAX_WBITS,
+}
+MAX_ENCODING_LAYERS = 4
+#: The most one decoding step may produce at once.
+_DECODE_PIECE = 64 * 1024
+
+
+class _BoundedDecoder:
+    """Undo a body's Content-Encoding layers a bounded piece at a time.
+
+    Each layer's output is capped too (at ``cap`` plus a margin): an inner layer that expands to
+    nothing (empty deflate blocks) would otherwise burn CPU without limit.
+    """
+
+    def __init__(self, header: str, cap: int, image: str) -> None:
+        names = [n.strip().lower() for n in header.split(",") if n.strip()]
+        names = [n for n in names if n != "identity"]
+        self.names = names
+        self.image = image
+        if len(names) > MAX_ENCODING_LAYERS:
+            raise RegistryError(
+                f"{image}: the registry answered with {len(names)} layers of Content-Encoding "
+                f"({header[:80]}); at most {MAX_ENCODING_LAYERS} are decoded",
+                image=image,
+            )
+        unknown = [n for n in names if n not in _ZLIB_WBITS]
+        if unknown:
+            raise RegistryError(
+                f"{image}: the registry answered with Content-Encoding {unknown[0]!r}, which "
+                "pushmanifest does not decode (it asks for identity)",
+                image=image,
+            )
+        # Encodings are listed in the order they were applied: undo the last one first.
+        self._layers = [zlib.decompressobj(_ZLIB_WBITS[n]) for n in reversed(names)]
+        self._produced = [0] * len(self._layers)
+        self._layer_cap = cap + _DECODE_PIECE
+
+    def describe(self) -> str:
+        return f" (decoded from Content-Encoding {', '.join(self.names)})" if self.names else ""
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if not self._layers:
+            if data:
+                yield data
+            return
+        yield from self._through(0, data)
+
+    def _through(self, index: int, data: bytes) -> Iterator[bytes]:
+        if index == len(self._layers):
+            yield data
+            return
+        layer = self._layers[index]
+        while True:
+            try:
+                out = layer.decompress(data, _DECODE_PIECE)
+            except zlib.error as exc:
+                raise RegistryError(
+                    f"{self.image}: the registry's {self.names[-1 - index]} answer does not "
+                    f"decode ({exc})",
+                    image=self.image,
+                ) from None
+            data = layer.unconsumed_tail
+            if out:
+                self._produced[index] += len(out)
+                if self._produced[index] > self._layer_cap:
+                    raise RegistryError(
+                        f"{self.image}: the registry sent more than the "
+                        f"{self._layer_cap - _DECODE_PIECE} bytes allowed{self.describe()}",
+                        image=self.image,
+                    )
+                yield from self._through(index + 1, out)
+            # A full piece may leave output pending inside zlib even with no input left.
+            if not out or (not data and len(out) < _DECODE_PIECE):
+                return
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
