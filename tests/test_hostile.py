@@ -20,7 +20,7 @@ import pytest
 
 import pushmanifest
 from pushmanifest import ClientOptions, ManifestListSpec, PushOptions
-from pushmanifest.errors import RegistryError
+from pushmanifest.errors import NetworkError, RegistryError
 from support.hostile import HostileServer, Reply, Request, gzip_bomb, registry_route
 from support.images import build_image, read_manifest
 
@@ -188,3 +188,72 @@ def _blob_file(registry: Any, digest: str) -> Path:
 def test_rss_helper_measures_this_process() -> None:
     # ru_maxrss is in KiB on Linux: the tests' bound assumes it.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 1024
+
+
+# -- slow servers ------------------------------------------------------------------------------
+
+
+def test_trickling_manifest_is_bounded_in_all(tmp_path: Path) -> None:
+    """A byte every 0.1 s arrives well within the read timeout, but not within the total."""
+    manifest, media_type, blobs = _one_image()
+
+    def reply(data: bytes) -> Reply:
+        headers = {"content-type": media_type, "docker-content-digest": _sha256(data)}
+        return Reply(200, headers, data, trickle=0.1)  # ~50 s for the whole manifest
+
+    route = registry_route("x/slow", manifest, media_type, blobs, manifest_reply=reply)
+    options = ClientOptions(plain_http=True, retries=1, read_timeout=5, document_timeout=1)
+    with HostileServer(route) as server, pytest.raises(NetworkError) as caught:
+        pushmanifest.inspect(f"{server.host}/x/slow:latest", client=options)
+    assert "took more than 1 s to answer (the limit for one document)" in str(caught.value)
+
+
+def test_document_limit_defaults_from_the_read_timeout() -> None:
+    assert ClientOptions().document_limit == 60
+    assert ClientOptions(read_timeout=5).document_limit == 60
+    assert ClientOptions(read_timeout=45).document_limit == 90
+    assert ClientOptions(document_timeout=3).document_limit == 3
+
+
+def test_trickling_blob_is_given_up_below_the_minimum_rate(open_registry: Any) -> None:
+    manifest, media_type, blobs = _one_image()
+
+    def blob_reply(request: Request, digest: str, data: bytes) -> Reply:
+        return Reply(200, {"content-type": "application/octet-stream"}, data, trickle=0.05)
+
+    route = registry_route("src/slow", manifest, media_type, blobs, blob_reply=blob_reply)
+    options = ClientOptions(
+        plain_http=True, retries=1, read_timeout=5, blob_min_rate=1000, blob_rate_window=1
+    )
+    with HostileServer(route) as server, pytest.raises(NetworkError) as caught:
+        spec = ManifestListSpec(
+            image=f"{open_registry.host}/hostile/slow-blob:1",
+            manifests=[
+                {
+                    "image": f"{server.host}/src/slow:latest",
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        )
+        pushmanifest.push(spec, PushOptions(client=options))
+    message = str(caught.value)
+    assert f"cannot read blob {server.host}/src/slow@sha256:" in message
+    assert "less than the minimum of 1000 bytes/s" in message
+
+
+def test_document_limit_is_not_retried() -> None:
+    """A server that took the whole limit for one document would take it again: one request."""
+    manifest, media_type, blobs = _one_image()
+
+    def reply(data: bytes) -> Reply:
+        return Reply(200, {"content-type": media_type}, data, trickle=0.1)
+
+    route = registry_route("x/slow", manifest, media_type, blobs, manifest_reply=reply)
+    options = ClientOptions(plain_http=True, retries=3, read_timeout=5, document_timeout=0.5)
+    with HostileServer(route) as server:
+        with pytest.raises(NetworkError, match="the limit for one document"):
+            pushmanifest.inspect(f"{server.host}/x/slow:latest", client=options)
+        manifest_requests = [
+            r for r in server.requests if r.method == "GET" and "/manifests/" in r.path
+        ]
+    assert len(manifest_requests) == 1

@@ -19,10 +19,11 @@ import logging
 import os
 import random
 import ssl
+import time
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 import httpx
 
@@ -38,6 +39,7 @@ from .manifest import MANIFEST_MEDIA_TYPES, Descriptor, sha256_digest
 from .reference import DOCKER_HUB_DOMAIN, Reference
 
 log = logging.getLogger("pushmanifest")
+T = TypeVar("T")
 
 #: The OCI image spec's limit for a manifest; a larger body is refused rather than read.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -68,6 +70,19 @@ class ClientOptions:
     #: Replaces the network transport (tests: respx, fault injection).
     transport: Optional[httpx.AsyncBaseTransport] = None
     user_agent: str = "pushmanifest"
+    #: Seconds one small document (manifest, config, token, error body; a blob's headers) may
+    #: take in all, however steadily its bytes trickle. None: twice read_timeout, at least 60.
+    document_timeout: Optional[float] = None
+    #: A blob stream that delivers less than this many bytes per second, measured over each
+    #: window of blob_rate_window seconds spent waiting for it, is given up.
+    blob_min_rate: float = 10 * 1024
+    blob_rate_window: float = 30.0
+
+    @property
+    def document_limit(self) -> float:
+        if self.document_timeout is not None:
+            return self.document_timeout
+        return max(60.0, 2 * self.read_timeout)
 
 
 class RegistryClient:
@@ -416,7 +431,9 @@ class RegistryClient:
         image = self.image(repository, digest)
         request = self._client.build_request("GET", self._url(f"{repository}/blobs/{digest}"))
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._within_limit(
+                self._client.send(request, stream=True), "read blob", image
+            )
         except httpx.TransportError as exc:
             raise NetworkError(
                 f"cannot read blob {image}: {_describe_transport_error(exc, self.host)}",
@@ -425,14 +442,18 @@ class RegistryClient:
             ) from exc
         try:
             if response.status_code >= 400:
-                body = await _read_capped(response, MAX_ERROR_BYTES, image)
+                body = await self._within_limit(
+                    _read_capped(response, MAX_ERROR_BYTES, image), "read blob", image
+                )
                 self._raise_for_status(response, "read blob", image, body)
 
             async def chunks() -> AsyncIterator[bytes]:
                 # Raw bytes, never decoded: a blob is copied byte for byte, whatever
                 # Content-Encoding its storage labels it with (.tar.gz objects as "gzip").
                 hasher = hashlib.sha256()
-                async for chunk in response.aiter_raw(1 << 16):
+                rate = _RateWatch(self.options, self.host, image)
+                # As received (a chunk size would make httpx hold bytes back until it fills).
+                async for chunk in rate.watch(response.aiter_raw()):
                     hasher.update(chunk)
                     yield chunk
                 if f"sha256:{hasher.hexdigest()}" != digest and digest.startswith("sha256:"):
@@ -476,7 +497,11 @@ class RegistryClient:
                     method, url, operation, image, cap, headers, params, content, auth, raw
                 )
             except NetworkError as exc:
-                if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
+                if (
+                    attempt == attempts
+                    or _is_tls_protocol_error(exc.__cause__)
+                    or isinstance(exc, DocumentTooSlowError)  # would be as slow again
+                ):
                     raise
                 cause = exc.__cause__
                 if isinstance(cause, httpx.TransportError):
@@ -525,17 +550,25 @@ class RegistryClient:
         request = self._client.build_request(
             method, url, headers=headers, params=params, content=content
         )
+
+        async def exchange() -> tuple[httpx.Response, bytes]:
+            response = await self._client.send(
+                request,
+                auth=auth,  # type: ignore[arg-type]
+                stream=True,
+            )
+            try:
+                return response, await _read_capped(response, cap, image, raw=raw)
+            finally:
+                await response.aclose()
+
         async with self._limit:
             try:
-                response = await self._client.send(
-                    request,
-                    auth=auth,  # type: ignore[arg-type]
-                    stream=True,
-                )
-                try:
-                    body = await _read_capped(response, cap, image, raw=raw)
-                finally:
-                    await response.aclose()
+                if isinstance(content, (bytes, type(None))):
+                    # A small document: bounded in all, not only per read.
+                    response, body = await self._within_limit(exchange(), operation, image)
+                else:  # a streamed blob upload: its source's rate is watched instead
+                    response, body = await exchange()
             except AuthenticationError:
                 raise
             except httpx.TransportError as exc:
@@ -552,6 +585,19 @@ class RegistryClient:
             log.debug("%s %s -> %d%s", method, url, response.status_code, suffix)
         return response, body
 
+    async def _within_limit(self, work: Awaitable[T], operation: str, image: str) -> T:
+        """``work``, given up (NetworkError) once it has taken the document limit in all."""
+        limit = self.options.document_limit
+        try:
+            return await asyncio.wait_for(work, limit)
+        except asyncio.TimeoutError:
+            raise DocumentTooSlowError(
+                f"cannot {operation} {image}: {self.host} took more than {limit:g} s to answer "
+                "(the limit for one document)",
+                operation=operation,
+                image=image,
+            ) from None
+
     def _raise_for_status(
         self, response: httpx.Response, operation: str, image: str, body: bytes = b""
     ) -> None:
@@ -565,6 +611,48 @@ class RegistryClient:
             user=self.user,
             rate_limit=rate_limit(response.headers),
         )
+
+
+class DocumentTooSlowError(NetworkError):
+    """A small document took longer than :attr:`ClientOptions.document_limit` in all."""
+
+
+class _RateWatch:
+    """Gives up a blob stream whose source delivers too little for too long.
+
+    Only time spent waiting for the source counts (not the time the consumer, an upload, takes),
+    so a slow target is never blamed on the source. A read timeout alone lets a server that
+    sends a byte every few seconds take days.
+    """
+
+    def __init__(self, options: ClientOptions, host: str, image: str) -> None:
+        self.min_rate = options.blob_min_rate
+        self.window = options.blob_rate_window
+        self.host = host
+        self.image = image
+
+    async def watch(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        waited = 0.0
+        received = 0
+        iterator = chunks.__aiter__()
+        while True:
+            started = time.monotonic()
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            waited += time.monotonic() - started
+            received += len(chunk)
+            if waited >= self.window:
+                if received < self.min_rate * waited:
+                    raise NetworkError(
+                        f"cannot read blob {self.image}: {self.host} sent {received} bytes in "
+                        f"{waited:.0f} s, less than the minimum of {self.min_rate:g} bytes/s",
+                        operation="read blob",
+                        image=self.image,
+                    )
+                waited, received = 0.0, 0
+            yield chunk
 
 
 def decode_error(
