@@ -592,15 +592,18 @@ class _Run:
             return
         else:
             location = await client.start_upload(target.repository)
+        uploading = False
         try:
             blob = self.client(source.registry).open_blob(source.repository, digest)
             async with self._copy_slots, blob as chunks:
                 if size >= PROGRESS_MIN_BYTES:
                     chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
+                # From here on the upload cancels its own session, at its latest Location.
+                uploading = True
                 await client.upload_blob(location, digest, size, chunks, image)
         except BaseException:
-            # Never leave an upload session we opened dangling.
-            await client.delete_upload(location)
+            if not uploading:  # never leave an upload session we opened dangling
+                await asyncio.shield(client.delete_upload(location))
             raise
 
 

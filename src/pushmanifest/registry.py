@@ -399,26 +399,84 @@ class RegistryClient:
     async def upload_blob(
         self, location: str, digest: str, size: int, chunks: AsyncIterator[bytes], image: str
     ) -> None:
-        """Finish an upload session with the whole blob in one monolithic PUT, streamed."""
-        url = httpx.URL(location).copy_merge_params({"digest": digest})
-        response, body = await self._request(
-            "PUT",
-            str(url),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            content=chunks,
-            operation="push blob to",
-            image=image,
-            cap=MAX_ERROR_BYTES,
-            retry=False,  # a stream cannot be sent twice
+        """Fill an upload session from ``chunks`` and commit it; on any failure, cancel it.
+
+        The blob goes in one PATCH whose body is streamed (chunked), then an empty PUT commits
+        it. Should the source fail (a reset, a wrong digest) or the run be cancelled (a signal,
+        ``--deadline``), the PATCH body is ended cleanly rather than cut: the registry then
+        answers with the session's latest Location, and the session is deleted there. (A body
+        cut short leaves the session's data out of step with the ``_state`` of every Location
+        it gave, and distribution refuses to delete it: its partial data would stay.)
+        """
+        feed = _StoppableFeed(chunks)
+        patch = asyncio.ensure_future(
+            self._request(
+                "PATCH",
+                location,
+                headers={"Content-Type": "application/octet-stream"},
+                content=feed.body(),
+                operation="push blob to",
+                image=image,
+                cap=MAX_ERROR_BYTES,
+                retry=False,  # a stream cannot be sent twice
+            )
         )
-        self._raise_for_status(response, "push blob to", image, body)
+        try:
+            response, body = await asyncio.shield(patch)
+        except asyncio.CancelledError:
+            feed.stop()
+            await self._cancel_after(patch, location)
+            raise
+        except BaseException:
+            await self.delete_upload(location)
+            raise
+        latest = self._next_location(response, location)
+        if feed.failure is not None:
+            await self.delete_upload(latest)
+            raise feed.failure
+        try:
+            self._raise_for_status(response, "push blob to", image, body)
+            url = httpx.URL(latest).copy_merge_params({"digest": digest})
+            response, body = await self._request(
+                "PUT",
+                str(url),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+                content=b"",
+                operation="push blob to",
+                image=image,
+                cap=MAX_ERROR_BYTES,
+                retry=False,  # a failed commit leaves the session in a state we cannot know
+            )
+            self._raise_for_status(response, "push blob to", image, body)
+        except BaseException:
+            await self.delete_upload(latest)
+            raise
+
+    async def _cancel_after(self, patch: asyncio.Future[Any], location: str) -> None:
+        """The run was cancelled mid-upload: let the PATCH end, then delete its session."""
+        latest = location
+        try:
+            response, _ = await asyncio.wait_for(patch, UPLOAD_CANCEL_SECONDS)
+            latest = self._next_location(response, location)
+        except BaseException as exc:
+            log.debug("upload %s did not end cleanly: %r", location, exc)
+        await asyncio.shield(self.delete_upload(latest))
+
+    @staticmethod
+    def _next_location(response: httpx.Response, location: str) -> str:
+        """The session URL to use next: the one the registry just gave, else the one we had."""
+        header = response.headers.get("Location")
+        return str(response.url.join(header)) if header else location
 
     async def delete_upload(self, location: str) -> None:
         """Cancel an upload session (best effort: it expires on its own too)."""
         try:
-            await self._client.delete(location)
-        except httpx.HTTPError as exc:
-            log.debug("could not cancel upload %s: %s", location, exc)
+            response = await asyncio.wait_for(self._client.delete(location), UPLOAD_CANCEL_SECONDS)
+        except (httpx.HTTPError, asyncio.TimeoutError, AuthenticationError) as exc:
+            log.debug("could not cancel upload %s: %r", location, exc)
+            return
+        if response.status_code >= 400 and response.status_code != 404:
+            log.debug("cancelling upload %s answered %d", location, response.status_code)
 
     @contextlib.asynccontextmanager
     async def open_blob(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -452,10 +510,18 @@ class RegistryClient:
                 # Content-Encoding its storage labels it with (.tar.gz objects as "gzip").
                 hasher = hashlib.sha256()
                 rate = _RateWatch(self.options, self.host, image)
-                # As received (a chunk size would make httpx hold bytes back until it fills).
-                async for chunk in rate.watch(response.aiter_raw()):
-                    hasher.update(chunk)
-                    yield chunk
+                try:
+                    # As received (a chunk size would make httpx hold bytes back until full).
+                    async for chunk in rate.watch(response.aiter_raw()):
+                        hasher.update(chunk)
+                        yield chunk
+                except httpx.TransportError as exc:
+                    # Named as the source's failure: the upload it feeds is not to blame.
+                    raise NetworkError(
+                        f"cannot read blob {image}: {_describe_transport_error(exc, self.host)}",
+                        operation="read blob",
+                        image=image,
+                    ) from exc
                 if f"sha256:{hasher.hexdigest()}" != digest and digest.startswith("sha256:"):
                     raise DigestMismatchError(
                         f"{image}: blob content does not match its digest",
@@ -611,6 +677,48 @@ class RegistryClient:
             user=self.user,
             rate_limit=rate_limit(response.headers),
         )
+
+
+#: Seconds a cancelled upload may take to end its body and delete its session.
+UPLOAD_CANCEL_SECONDS = 10.0
+
+
+class _StoppableFeed:
+    """An upload body from a blob stream that ends cleanly when the source fails or on stop().
+
+    The source's failure is kept in :attr:`failure` (raised by the uploader once the registry
+    has answered), not raised into the HTTP client, which would cut the body short.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks.__aiter__()
+        self._stopped = asyncio.Event()
+        self.failure: Optional[BaseException] = None
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while not self._stopped.is_set():
+            read = asyncio.ensure_future(self._chunks.__anext__())
+            stopping = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(BaseException):
+                    await read
+                return
+            try:
+                chunk = read.result()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                self.failure = exc
+                return
+            yield chunk
 
 
 class DocumentTooSlowError(NetworkError):

@@ -41,6 +41,8 @@ class Reply:
     trickle: float = 0.0
     #: Close the connection after this many bytes of the body (None: send it all).
     cut_after: Optional[int] = None
+    #: Send this many bytes of the body, then nothing more until the server stops.
+    stall_after: Optional[int] = None
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +82,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.flush()
                     if self.server.stopping.wait(reply.trickle):
                         return
+            elif reply.stall_after is not None:
+                self.wfile.write(body[: reply.stall_after])
+                self.wfile.flush()
+                self.server.stopping.wait()
+                return
             else:
                 self.wfile.write(body)
             self.wfile.flush()
