@@ -509,9 +509,19 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _push_and_print(
     specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
 ) -> int:
-    from .pusher import push_async
+    from .pusher import partial_push, push_async
 
-    results = _run_interruptibly(lambda: push_async(specs, options))
+    try:
+        results = _run_interruptibly(lambda: push_async(specs, options))
+    except BaseException as exc:
+        # Scripts read stdout: every list that was written is printed even when the run failed.
+        partial = partial_push(exc)
+        if partial is not None:
+            for result in partial.written:
+                _print_result(result, as_json=as_json)
+            for what in partial.not_written:
+                sys.stderr.write(f"not written: {what}\n")
+        raise
     for result in results:
         _print_result(result, as_json=as_json)
     return 0
