@@ -194,6 +194,16 @@ class RegistryClient:
                 self._scheme = "https"
                 return response
             except NetworkError as exc:
+                if isinstance(exc.__cause__, httpx.ConnectTimeout):
+                    # On loopback a TCP connect is instant: what hung is the TLS handshake, as
+                    # a plain-HTTP server waiting for a request line does.
+                    raise NetworkError(
+                        f"cannot reach {self.host}: it did not answer the TLS handshake within "
+                        f"{self.options.connect_timeout:g} s; if it serves plain HTTP, pass "
+                        "--plain-http",
+                        operation="reach",
+                        image=self.host,
+                    ) from exc.__cause__
                 if not _is_tls_protocol_error(exc.__cause__):
                     raise
                 log.debug("%s does not speak TLS; using plain HTTP", self.host)
@@ -669,6 +679,27 @@ class RegistryClient:
     ) -> None:
         if response.status_code < 400:
             return
+        if response.status_code == 400 and _https_port_answer(response, body):
+            raise NetworkError(
+                f"cannot {operation} {image}: {self.host} speaks HTTPS, not plain HTTP "
+                "(drop --plain-http)",
+                operation=operation,
+                image=image,
+                status=400,
+            )
+        sent = response.request.headers.get("Authorization", "")
+        if response.status_code == 401 and self.user and sent[:6].lower() == "basic ":
+            # Basic auth has no other meaning for a 401: the user name or password is wrong.
+            # (With a token, a 401 can be a scope the token lacks: decode_error says so.)
+            _, detail = _error_code_and_message(body)
+            raise AuthenticationError(
+                f"authentication failed: {self.host} refused the credentials of user "
+                f"'{self.user}'{_suffix(detail)}",
+                operation="authenticate",
+                image=image,
+                user=self.user,
+                status=401,
+            )
         raise decode_error(
             response.status_code,
             body,
@@ -982,6 +1013,17 @@ class _BoundedDecoder:
             # A full piece may leave output pending inside zlib even with no input left.
             if not out or (not data and len(out) < _DECODE_PIECE):
                 return
+
+
+def _https_port_answer(response: httpx.Response, body: bytes) -> bool:
+    """A TLS server's answer to a plain-HTTP request (Go's: bare ``HTTP/1.0 400``; nginx's)."""
+    if response.url.scheme != "http":
+        return False
+    markers = (b"Client sent an HTTP request to an HTTPS server", b"plain HTTP request was sent")
+    if any(marker in body for marker in markers):
+        return True
+    # Go's answer has no header at all, which no registry's own 400 lacks; a HEAD reads no body.
+    return not response.headers
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
