@@ -257,3 +257,54 @@ def test_document_limit_is_not_retried() -> None:
             r for r in server.requests if r.method == "GET" and "/manifests/" in r.path
         ]
     assert len(manifest_requests) == 1
+
+
+# -- redirect loops ----------------------------------------------------------------------------
+
+
+def _looping(request: Request) -> Reply:
+    if request.path == "/v2/":
+        return Reply(200, {"content-type": "application/json"}, b"{}")
+    # Every answer sends the client to where it just was (with a query that must not be shown).
+    return Reply(307, {"location": request.path.split("?", 1)[0] + "?X-Signature=s3cr3t"})
+
+
+def test_redirect_loop_is_one_line_exit_1(tmp_path: Path) -> None:
+    with HostileServer(_looping) as server:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pushmanifest",
+                "inspect",
+                "--plain-http",
+                f"{server.host}/a/b:1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    line = assert_one_error_line(result)
+    assert "too many redirects" in line
+    assert result.stderr.strip() == line
+    assert "s3cr3t" not in result.stderr
+
+
+def test_redirect_loop_on_a_blob_copy_is_one_error(open_registry: Any) -> None:
+    manifest, media_type, blobs = _one_image()
+
+    def blob_reply(request: Request, digest: str, data: bytes) -> Reply:
+        return _looping(request)
+
+    route = registry_route("src/loop", manifest, media_type, blobs, blob_reply=blob_reply)
+    with HostileServer(route) as server, pytest.raises(RegistryError, match="too many redirects"):
+        spec = ManifestListSpec(
+            image=f"{open_registry.host}/hostile/loop:1",
+            manifests=[
+                {
+                    "image": f"{server.host}/src/loop:latest",
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        )
+        pushmanifest.push(spec, PushOptions(client=ClientOptions(plain_http=True, retries=1)))

@@ -508,6 +508,8 @@ class RegistryClient:
                 operation="read blob",
                 image=image,
             ) from exc
+        except httpx.RequestError as exc:  # a redirect loop
+            raise _request_error("read blob", image, exc) from exc
         try:
             if response.status_code >= 400:
                 body = await self._within_limit(
@@ -653,6 +655,8 @@ class RegistryClient:
                     operation=operation,
                     image=image,
                 ) from exc
+            except httpx.RequestError as exc:  # a redirect loop: not worth a retry
+                raise _request_error(operation, image, exc) from exc
         for warning in response.headers.get_list("Warning"):
             log.warning("%s: registry warning: %s", self.host, warning)
         if log.isEnabledFor(logging.DEBUG):
@@ -1013,6 +1017,24 @@ class _BoundedDecoder:
             # A full piece may leave output pending inside zlib even with no input left.
             if not out or (not data and len(out) < _DECODE_PIECE):
                 return
+
+
+def _request_error(operation: str, image: str, exc: httpx.RequestError) -> RegistryError:
+    """One line for httpx's errors that are not the network's (TooManyRedirects, ...).
+
+    Only the host of the last URL is named: a storage redirect's query may hold a signature.
+    """
+    try:
+        where = exc.request.url.netloc.decode("ascii", "replace")
+    except RuntimeError:  # no request attached
+        where = ""
+    if isinstance(exc, httpx.TooManyRedirects):
+        reason = "too many redirects (a redirect loop?)"
+        if where:
+            reason += f", the last to {where}"
+    else:
+        reason = f"{type(exc).__name__}" + (f" at {where}" if where else "")
+    return RegistryError(f"cannot {operation} {image}: {reason}", operation=operation, image=image)
 
 
 def _https_port_answer(response: httpx.Response, body: bytes) -> bool:
