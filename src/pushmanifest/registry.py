@@ -23,7 +23,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import httpx
 
@@ -229,6 +229,53 @@ class RegistryClient:
         await self.ping()
         return await self._request(method, self._url(path), **kwargs)
 
+    async def _call(
+        self,
+        method: str,
+        repository: str,
+        path: str,
+        reference: str,
+        *,
+        operation: str,
+        cap: int = MAX_ERROR_BYTES,
+        missing_ok: bool = False,
+        **kwargs: Any,
+    ) -> tuple[httpx.Response, bytes]:
+        """``method /v2/<repository>/<path>``, about ``reference`` (which errors name); a
+        failure status raised as a decoded error (a 404 returned instead when ``missing_ok``)."""
+        image = self.image(repository, reference)
+        response, body = await self._api(
+            method, f"{repository}/{path}", operation=operation, image=image, cap=cap, **kwargs
+        )
+        if not (missing_ok and response.status_code == 404):
+            self._raise_for_status(response, operation, image, body)
+        return response, body
+
+    async def _manifest_call(
+        self,
+        method: str,
+        repository: str,
+        reference: str,
+        operation: str,
+        *,
+        cap: int,
+        media_type: str = "",
+        **kwargs: Any,
+    ) -> tuple[httpx.Response, bytes]:
+        """A request for ``repository``'s manifest ``reference``: any list or image type
+        accepted, or (a PUT) ``media_type`` sent."""
+        headers = {"Content-Type": media_type} if media_type else {"Accept": ACCEPT_MANIFESTS}
+        return await self._call(
+            method,
+            repository,
+            f"manifests/{reference}",
+            reference,
+            operation=operation,
+            cap=cap,
+            headers=headers,
+            **kwargs,
+        )
+
     def _url(self, path: str) -> str:
         assert self._scheme is not None, "ping() first"
         return f"{self._scheme}://{self.host}/v2/{path}"
@@ -242,17 +289,11 @@ class RegistryClient:
         A HEAD does not count against Docker Hub's pull rate limit; a GET does.
         """
         image = self.image(repository, reference)
-        response, _ = await self._api(
-            "HEAD",
-            f"{repository}/manifests/{reference}",
-            headers={"Accept": ACCEPT_MANIFESTS},
-            operation="resolve",
-            image=image,
-            cap=MAX_ERROR_BYTES,
+        response, _ = await self._manifest_call(
+            "HEAD", repository, reference, "resolve", cap=MAX_ERROR_BYTES, missing_ok=True
         )
         if response.status_code == 404:
             return None
-        self._raise_for_status(response, "resolve", image)
         digest = response.headers.get("Docker-Content-Digest", "")
         length = response.headers.get("Content-Length", "")
         media_type = _media_type(response.headers)
@@ -261,49 +302,29 @@ class RegistryClient:
             _, descriptor = await self.get_manifest(repository, reference)
             return descriptor
         if reference.startswith("sha256:") and digest != reference:
-            raise DigestMismatchError(
-                f"{image}: the registry answered with digest {digest}",
-                operation="resolve",
-                image=image,
-            )
+            raise _mismatch(image, f"the registry answered with digest {digest}", "resolve")
         return Descriptor(media_type=media_type, digest=digest, size=int(length))
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Descriptor]:
         """The manifest's exact bytes, checked against the digest asked for or announced."""
         image = self.image(repository, reference)
-        response, body = await self._api(
-            "GET",
-            f"{repository}/manifests/{reference}",
-            headers={"Accept": ACCEPT_MANIFESTS},
-            operation="read the manifest of",
-            image=image,
-            cap=MAX_MANIFEST_BYTES,
+        response, body = await self._manifest_call(
+            "GET", repository, reference, "read the manifest of", cap=MAX_MANIFEST_BYTES
         )
-        self._raise_for_status(response, "read the manifest of", image, body)
         digest = sha256_digest(body)
         expected = reference if reference.startswith("sha256:") else None
         expected = expected or response.headers.get("Docker-Content-Digest") or None
         if expected and expected.startswith("sha256:") and expected != digest:
-            raise DigestMismatchError(
-                f"{image}: the manifest's content hashes to {digest}, not {expected}",
-                operation="read",
-                image=image,
-            )
+            raise _mismatch(image, f"the manifest's content hashes to {digest}, not {expected}")
         media_type = _media_type(response.headers) or _media_type_of_body(body)
         return body, Descriptor(media_type=media_type, digest=digest, size=len(body))
 
     async def get_blob(self, repository: str, digest: str, *, cap: int = MAX_CONFIG_BYTES) -> bytes:
         """A (small) blob such as an image config, checked against its digest."""
         image = self.image(repository, digest)
-        response, body = await self._api(
-            "GET",
-            f"{repository}/blobs/{digest}",
-            operation="read the config of",
-            image=image,
-            cap=cap,
-            raw=True,
+        response, body = await self._call(
+            "GET", repository, f"blobs/{digest}", digest, operation="read blob", cap=cap, raw=True
         )
-        self._raise_for_status(response, "read blob of", image, body)
         encoding = response.headers.get("Content-Encoding", "")
         if encoding and digest.startswith("sha256:") and sha256_digest(body) != digest:
             # Read raw, as a blob is (storage labels .tar.gz objects "gzip"); a server that
@@ -311,11 +332,7 @@ class RegistryClient:
             decoder = _BoundedDecoder(encoding, cap, image)
             body = b"".join(decoder.decode(body))
         if digest.startswith("sha256:") and sha256_digest(body) != digest:
-            raise DigestMismatchError(
-                f"{image}: blob content does not match its digest",
-                operation="read",
-                image=image,
-            )
+            raise _mismatch(image, "blob content does not match its digest")
         return body
 
     async def put_manifest(
@@ -323,23 +340,22 @@ class RegistryClient:
     ) -> str:
         """PUT a manifest; returns its digest after checking the registry computed the same."""
         image = self.image(repository, reference)
-        response, body = await self._api(
+        response, _ = await self._manifest_call(
             "PUT",
-            f"{repository}/manifests/{reference}",
-            headers={"Content-Type": media_type},
-            content=data,
-            operation="push",
-            image=image,
+            repository,
+            reference,
+            "push",
             cap=MAX_ERROR_BYTES,
+            content=data,
+            media_type=media_type,
         )
-        self._raise_for_status(response, "push", image, body)
         local = sha256_digest(data)
         remote = response.headers.get("Docker-Content-Digest")
         if remote and remote != local:
-            raise DigestMismatchError(
-                f"{image}: the registry stored digest {remote}, but the list pushed is {local}",
-                operation="push",
-                image=image,
+            raise _mismatch(
+                image,
+                f"the registry stored digest {remote}, but the list pushed is {local}",
+                "push",
             )
         return local
 
@@ -347,18 +363,10 @@ class RegistryClient:
 
     async def head_blob(self, repository: str, digest: str) -> bool:
         """Whether the repository already holds the blob (a HEAD, no download)."""
-        image = self.image(repository, digest)
-        response, _ = await self._api(
-            "HEAD",
-            f"{repository}/blobs/{digest}",
-            operation="check blob of",
-            image=image,
-            cap=MAX_ERROR_BYTES,
+        response, _ = await self._call(
+            "HEAD", repository, f"blobs/{digest}", digest, operation="check blob", missing_ok=True
         )
-        if response.status_code == 404:
-            return False
-        self._raise_for_status(response, "check blob of", image)
-        return True
+        return response.status_code != 404
 
     async def mount_blob(
         self, repository: str, digest: str, source_repository: str
@@ -368,33 +376,29 @@ class RegistryClient:
         Returns None when mounted (201), or the upload URL of the session the registry opened
         instead (202: it refused the mount), which the caller must fill or delete.
         """
-        image = self.image(repository, digest)
-        response, body = await self._api(
+        response, _ = await self._call(
             "POST",
-            f"{repository}/blobs/uploads/",
-            params={"mount": digest, "from": source_repository},
+            repository,
+            "blobs/uploads/",
+            digest,
             operation="mount blob into",
-            image=image,
-            cap=MAX_ERROR_BYTES,
+            params={"mount": digest, "from": source_repository},
         )
-        self._raise_for_status(response, "mount blob into", image, body)
         if response.status_code == 201:
             return None
-        return self._upload_location(response, image)
+        return self._upload_location(response, self.image(repository, digest))
 
     async def start_upload(self, repository: str) -> str:
         """Open an upload session; returns its URL."""
-        image = self.image(repository)
-        response, body = await self._api(
+        response, _ = await self._call(
             "POST",
-            f"{repository}/blobs/uploads/",
+            repository,
+            "blobs/uploads/",
+            "",
             operation="push blob to",
-            image=image,
-            cap=MAX_ERROR_BYTES,
             retry=False,  # each POST would open a session of its own
         )
-        self._raise_for_status(response, "push blob to", image, body)
-        return self._upload_location(response, image)
+        return self._upload_location(response, self.image(repository))
 
     def _upload_location(self, response: httpx.Response, image: str) -> str:
         location = response.headers.get("Location")
@@ -503,11 +507,7 @@ class RegistryClient:
                 self._client.send(request, stream=True), "read blob", image
             )
         except httpx.TransportError as exc:
-            raise NetworkError(
-                f"cannot read blob {image}: {_describe_transport_error(exc, self.host)}",
-                operation="read blob",
-                image=image,
-            ) from exc
+            raise self._network_error("read blob", image, exc) from exc
         except httpx.RequestError as exc:  # a redirect loop
             raise _request_error("read blob", image, exc) from exc
         try:
@@ -529,17 +529,9 @@ class RegistryClient:
                         yield chunk
                 except httpx.TransportError as exc:
                     # Named as the source's failure: the upload it feeds is not to blame.
-                    raise NetworkError(
-                        f"cannot read blob {image}: {_describe_transport_error(exc, self.host)}",
-                        operation="read blob",
-                        image=image,
-                    ) from exc
+                    raise self._network_error("read blob", image, exc) from exc
                 if f"sha256:{hasher.hexdigest()}" != digest and digest.startswith("sha256:"):
-                    raise DigestMismatchError(
-                        f"{image}: blob content does not match its digest",
-                        operation="read blob",
-                        image=image,
-                    )
+                    raise _mismatch(image, "blob content does not match its digest", "read blob")
 
             yield chunks()
         finally:
@@ -569,11 +561,16 @@ class RegistryClient:
         exponential backoff and jitter, honouring Retry-After.
         """
         attempts = max(1, self.options.retries) if retry else 1
+
+        def build() -> httpx.Request:  # afresh for each attempt: auth sets its headers
+            return self._client.build_request(
+                method, url, headers=headers, params=params, content=content
+            )
+
+        small = isinstance(content, (bytes, type(None)))
         for attempt in range(1, attempts + 1):
             try:
-                response, body = await self._attempt(
-                    method, url, operation, image, cap, headers, params, content, auth, raw
-                )
+                response, body = await self._attempt(build, small, operation, image, cap, auth, raw)
             except NetworkError as exc:
                 if (
                     attempt == attempts
@@ -614,20 +611,16 @@ class RegistryClient:
 
     async def _attempt(
         self,
-        method: str,
-        url: str,
+        build: Callable[[], httpx.Request],
+        small: bool,
         operation: str,
         image: str,
         cap: int,
-        headers: Optional[Mapping[str, str]],
-        params: Optional[Mapping[str, str]],
-        content: Union[bytes, AsyncIterator[bytes], None],
         auth: object,
-        raw: bool = False,
+        raw: bool,
     ) -> tuple[httpx.Response, bytes]:
-        request = self._client.build_request(
-            method, url, headers=headers, params=params, content=content
-        )
+        """One try of a request (``small``: a document, not a streamed upload)."""
+        request = build()
 
         async def exchange() -> tuple[httpx.Response, bytes]:
             response = await self._client.send(
@@ -642,7 +635,7 @@ class RegistryClient:
 
         async with self._limit:
             try:
-                if isinstance(content, (bytes, type(None))):
+                if small:
                     # A small document: bounded in all, not only per read.
                     response, body = await self._within_limit(exchange(), operation, image)
                 else:  # a streamed blob upload: its source's rate is watched instead
@@ -650,11 +643,7 @@ class RegistryClient:
             except AuthenticationError:
                 raise
             except httpx.TransportError as exc:
-                raise NetworkError(
-                    f"cannot {operation} {image}: {_describe_transport_error(exc, self.host)}",
-                    operation=operation,
-                    image=image,
-                ) from exc
+                raise self._network_error(operation, image, exc) from exc
             except httpx.RequestError as exc:  # a redirect loop: not worth a retry
                 raise _request_error(operation, image, exc) from exc
         for warning in response.headers.get_list("Warning"):
@@ -662,8 +651,14 @@ class RegistryClient:
         if log.isEnabledFor(logging.DEBUG):
             limit = rate_limit(response.headers)
             suffix = f" ({limit})" if limit else ""
-            log.debug("%s %s -> %d%s", method, url, response.status_code, suffix)
+            log.debug("%s %s -> %d%s", request.method, request.url, response.status_code, suffix)
         return response, body
+
+    def _network_error(self, operation: str, image: str, exc: httpx.TransportError) -> NetworkError:
+        reason = _describe_transport_error(exc, self.host)
+        return NetworkError(
+            f"cannot {operation} {image}: {reason}", operation=operation, image=image
+        )
 
     async def _within_limit(self, work: Awaitable[T], operation: str, image: str) -> T:
         """``work``, given up (NetworkError) once it has taken the document limit in all."""
@@ -1035,6 +1030,10 @@ def _request_error(operation: str, image: str, exc: httpx.RequestError) -> Regis
     else:
         reason = f"{type(exc).__name__}" + (f" at {where}" if where else "")
     return RegistryError(f"cannot {operation} {image}: {reason}", operation=operation, image=image)
+
+
+def _mismatch(image: str, what: str, operation: str = "read") -> DigestMismatchError:
+    return DigestMismatchError(f"{image}: {what}", operation=operation, image=image)
 
 
 def _https_port_answer(response: httpx.Response, body: bytes) -> bool:
