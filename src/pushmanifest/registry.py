@@ -180,7 +180,10 @@ class RegistryClient:
                 return
             response = await self._ping_once()
             if response.status_code == 401:
-                await self.auth.prime(self._client, response)
+                # The token answer is a small document too: bounded in all.
+                await self._within_limit(
+                    self.auth.prime(self._client, response), "authenticate with", self.host
+                )
             elif response.status_code >= 400 and response.status_code != 404:
                 # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
                 log.debug("ping %s answered %d", self.host, response.status_code)
