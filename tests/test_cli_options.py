@@ -44,7 +44,11 @@ BASE: dict[str, list[str]] = {
         f"{NOWHERE}/app:1",
     ],
     "inspect": [f"{NOWHERE}/app:1"],
+    "validate": ["SPEC"],
+    "schema": [],
 }
+#: The commands that talk to registries: a bad value that slipped through would be retried.
+NETWORK = ("from-spec", "from-args", "inspect")
 
 #: Bad values for the options (and positionals, by dest) that take free text. "BAD_JSON" is a
 #: file holding a broken docker config, "MISSING" a path that does not exist.
@@ -100,18 +104,18 @@ def _params() -> Iterator[object]:
 def _argv(command: str, name: str, value: str, files: dict[str, str]) -> list[str]:
     value = files.get(value, value)
     base = [files.get(arg, arg) for arg in BASE[command]]
+    retries = ["--retries", "1"] if command in NETWORK and name != "--retries" else []
     if not name.startswith("-"):  # a positional: replace the valid one
-        if command == "from-spec":
+        if command in ("from-spec", "validate"):
             base = [value]
         else:
             base = [value if arg == f"{NOWHERE}/app:1" else arg for arg in base]
-        return [command, *base, "--retries", "1"]
+        return [command, *base, *retries]
     if name in base:  # from-args' own options: replace their valid value
         index = base.index(name)
         base = base[:index] + base[index + 2 :]
     # "--opt=value": a value starting with "-" stays a value; "=yes" is a flag given one.
     option = [name + value] if value == "=yes" else [f"{name}={value}"]
-    retries = [] if name == "--retries" else ["--retries", "1"]
     return [command, *base, *option, *retries]
 
 
@@ -127,7 +131,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def test_the_sweep_covers_every_command_and_the_numeric_options() -> None:
     swept = {(command, name) for command, name, _ in _cases()}
-    for command in cli.COMMANDS:
+    assert {command for command, _ in swept} == set(cli.COMMANDS)
+    for command in NETWORK:
         for option in ("--timeout", "--deadline", "--max-concurrency", "--retries"):
             assert (command, option) in swept
     assert ("from-args", "--platforms") in swept

@@ -12,9 +12,10 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NoReturn, Optional, TextIO, Union
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TextIO, TypeVar, Union
 
 from . import __version__
 from .errors import InputError, PushManifestError, SpecError
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
     from .spec import ManifestListSpec
 
 log = logging.getLogger("pushmanifest")
+T = TypeVar("T")
 
-COMMANDS = ("from-spec", "from-args", "inspect")
+COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
@@ -37,6 +39,8 @@ usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|o
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
                     [the options of from-spec but SPEC]
        pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
+       pushmanifest validate [--allow-unset-env] SPEC [SPEC ...]
+       pushmanifest schema
 
 Push multi-architecture manifest lists (Docker manifest list v2, OCI image index).
 
@@ -46,6 +50,8 @@ commands:
                       (OS, ARCH, VARIANT, DOCKERARCH in --template are replaced)
   inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
                       platform and layers (--raw: the registry's exact bytes)
+  validate SPEC...    check spec files without a network (exit 2 on any problem)
+  schema              print the JSON Schema of a spec file (for editors)
 
 "push from-spec" and "push from-args" (manifest-tool's spelling) work too.
 Options may stand before or after the command. "pushmanifest COMMAND --help" lists them all.
@@ -302,10 +308,41 @@ def _inspect_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _validate_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pushmanifest validate",
+        description="Check spec files as from-spec would load them, without a network: YAML, "
+        "keys, references, tags, platforms, duplicates, ${VAR}; and that no tag is pushed by "
+        "two lists. Every problem is printed as FILE:LINE:COL: message (exit status 2); a "
+        "valid set prints one summary line.",
+    )
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
+    parser.add_argument(
+        "--allow-unset-env",
+        action="store_true",
+        help="an unset ${VAR} without default is not a problem (for CI variables not set where "
+        "the hook runs); the rest of its value is still checked",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _schema_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pushmanifest schema",
+        description="Print the JSON Schema (draft 2020-12) of a spec file, for editors: "
+        "# yaml-language-server: $schema=<url or path of this file>",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
 _PARSERS = {
     "from-spec": _from_spec_parser,
     "from-args": _from_args_parser,
     "inspect": _inspect_parser,
+    "validate": _validate_parser,
+    "schema": _schema_parser,
 }
 
 
@@ -380,16 +417,94 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_intermixed_args(rest)
     except SystemExit as exc:
         return int(exc.code or 0)
-    run = {"from-spec": _run_from_spec, "from-args": _run_from_args, "inspect": _run_inspect}
+    run = {
+        "from-spec": _run_from_spec,
+        "from-args": _run_from_args,
+        "inspect": _run_inspect,
+        "validate": _run_validate,
+        "schema": _run_schema,
+    }
     with _logging_to(sys.stderr, args.debug):
         try:
-            return run[command](args)
+            with _sigterm_as_interrupt():
+                return run[command](args)
         except PushManifestError as exc:
             _report(exc, args.debug)
             return exc.exit_code
-        except KeyboardInterrupt:
-            sys.stderr.write("interrupted\n")
-            return 130
+        except KeyboardInterrupt as exc:
+            # SIGTERM as SIGINT: uploads cancelled, what was written printed, one line.
+            signum = getattr(exc, "signum", signal.SIGINT)
+            sys.stderr.write("terminated\n" if signum == signal.SIGTERM else "interrupted\n")
+            return 128 + int(signum)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """A signal stopped the command (SIGINT or SIGTERM, in ``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, ``docker stop``) stops the command as Ctrl-C does."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise _Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_interruptibly(start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``start()`` on an event loop where SIGINT and SIGTERM cancel it, cleanly.
+
+    A signal cancels the run's task (its uploads end and delete their sessions, see
+    RegistryClient.upload_blob) and then raises :class:`_Interrupted`; a second signal stops at
+    once.
+    """
+    import asyncio
+
+    async def run() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            if received:
+                raise _Interrupted(received[0])
+            received.append(signum)
+            task.cancel()
+
+        installed = []
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                pass
+        try:
+            return await start()
+        except asyncio.CancelledError as exc:
+            if received:
+                raise _Interrupted(received[0]) from exc
+            raise
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, previous[sig])
+
+    return asyncio.run(run())
 
 
 def console_main() -> int:
@@ -430,7 +545,7 @@ def _report(exc: PushManifestError, debug: bool) -> None:
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from .spec import load_spec_file, load_spec_text
+    from .spec import load_spec_file, load_spec_stream
 
     options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
     specs = []
@@ -438,7 +553,7 @@ def _run_from_spec(args: argparse.Namespace) -> int:
     for path in args.specs:
         try:
             if path == "-":
-                specs.extend(load_spec_text(sys.stdin.read(), "<stdin>"))
+                specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
             else:
                 specs.extend(load_spec_file(path))
         except SpecError as exc:
@@ -466,6 +581,27 @@ def _run_from_args(args: argparse.Namespace) -> int:
         annotations=parse_annotations(args.annotations),
     )
     return _push_and_print([spec], _push_options(args), as_json=args.json)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_specs
+
+    report = validate_specs(
+        args.specs, allow_unset_env=args.allow_unset_env, read_stdin=sys.stdin.read
+    )
+    if report.problems:
+        for problem in report.problems:
+            sys.stderr.write(f"{problem}\n")
+        return 2
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -497,9 +633,19 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _push_and_print(
     specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
 ) -> int:
-    from .pusher import push
+    from .pusher import partial_push, push_async
 
-    results = push(specs, options)
+    try:
+        results = _run_interruptibly(lambda: push_async(specs, options))
+    except BaseException as exc:
+        # Scripts read stdout: every list that was written is printed even when the run failed.
+        partial = partial_push(exc)
+        if partial is not None:
+            for result in partial.written:
+                _print_result(result, as_json=as_json)
+            for what in partial.not_written:
+                sys.stderr.write(f"not written: {what}\n")
+        raise
     for result in results:
         _print_result(result, as_json=as_json)
     return 0
