@@ -10,11 +10,12 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TextIO, TypeVar, Union
 
 from . import __version__
 from .errors import InputError, PushManifestError, SpecError
@@ -75,6 +76,61 @@ _VALUE_OPTIONS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the option (exit 2), not the usage block before it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Number:
+    """An argparse ``type=``: a number within bounds, else a usage error that gives the range.
+
+    ``nan`` and ``inf`` are never meant (Python's float() takes them, the options cannot).
+    The bounds are attributes, so that a test can sweep every numeric option past them.
+    """
+
+    def __init__(
+        self,
+        kind: type[Union[int, float]],
+        *,
+        minimum: float,
+        maximum: float,
+        above_minimum: bool = False,
+        what: str,
+    ) -> None:
+        self.kind = kind
+        self.minimum = minimum
+        self.maximum = maximum
+        self.above_minimum = above_minimum
+        low = f"greater than {minimum:g}" if above_minimum else f"from {minimum:g}"
+        self.expected = f"{what} {low} {'up ' if above_minimum else ''}to {maximum:g}"
+
+    def __call__(self, text: str) -> Union[int, float]:
+        try:
+            value = self.kind(text)
+        except (ValueError, OverflowError):
+            value = None
+        if (
+            value is None
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value > self.maximum
+            or value < self.minimum
+            or (self.above_minimum and value == self.minimum)
+        ):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {self.expected}")
+        return value
+
+
+# Beyond a day per read and a week per run, a timeout is a typo, not a wish.
+_SECONDS = _Number(float, minimum=0, maximum=86400, above_minimum=True, what="a number of seconds")
+_DEADLINE = _Number(
+    float, minimum=0, maximum=604800, above_minimum=True, what="a number of seconds"
+)
+_CONCURRENCY = _Number(int, minimum=1, maximum=1024, what="a whole number")
+_ATTEMPTS = _Number(int, minimum=1, maximum=10, what="a whole number")
+
+
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("registry options")
     group.add_argument("--username", help="registry user name (for the target registry)")
@@ -102,28 +158,28 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=_SECONDS,
         default=30.0,
         metavar="SECONDS",
         help="read timeout per request (default 30; connect timeout 10)",
     )
     group.add_argument(
         "--max-concurrency",
-        type=int,
+        type=_CONCURRENCY,
         default=16,
         metavar="N",
         help="requests in flight per registry (default 16)",
     )
     group.add_argument(
         "--retries",
-        type=int,
+        type=_ATTEMPTS,
         default=5,
         metavar="N",
         help="attempts per request on connection errors, 408, 429 and 5xx (default 5)",
     )
     group.add_argument(
         "--deadline",
-        type=float,
+        type=_DEADLINE,
         default=None,
         metavar="SECONDS",
         help="give up (exit 1) when a push has not finished after this long",
@@ -180,7 +236,7 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _from_spec_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushmanifest from-spec",
         description="Push the manifest list(s) described by YAML spec files. Several files, or "
         "several YAML documents in one file, push several lists in one run.",
@@ -192,7 +248,7 @@ def _from_spec_parser() -> argparse.ArgumentParser:
 
 
 def _from_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushmanifest from-args",
         description="Push a manifest list of one image per platform, as manifest-tool's "
         "from-args: each platform's image is --template with the words OS, ARCH and VARIANT "
@@ -234,7 +290,7 @@ def _from_args_parser() -> argparse.ArgumentParser:
 
 
 def _inspect_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushmanifest inspect",
         description="Show what a tag or digest holds: for a list, its digest, media type, size, "
         "annotations and entries; for an image, its platform (from its config), layers and total "
@@ -253,7 +309,7 @@ def _inspect_parser() -> argparse.ArgumentParser:
 
 
 def _validate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushmanifest validate",
         description="Check spec files as from-spec would load them, without a network: YAML, "
         "keys, references, tags, platforms, duplicates, ${VAR}; and that no tag is pushed by "
@@ -272,7 +328,7 @@ def _validate_parser() -> argparse.ArgumentParser:
 
 
 def _schema_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushmanifest schema",
         description="Print the JSON Schema (draft 2020-12) of a spec file, for editors: "
         "# yaml-language-server: $schema=<url or path of this file>",

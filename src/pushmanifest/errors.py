@@ -44,6 +44,12 @@ class InvalidPlatformError(InputError, ValueError):
         self.field = field
 
 
+class InvalidArgumentError(InputError, TypeError, ValueError):
+    """A library call with an argument of the wrong type or value (``push("a:b")``,
+    ``dry_run="no"``); the message says what was expected. Also a TypeError and a ValueError,
+    as Python's own functions would raise."""
+
+
 @dataclass(frozen=True)
 class SpecProblem:
     """One problem in a spec file, at a position (1-based line and column)."""

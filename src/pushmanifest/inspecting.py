@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from ._checks import check_client_options, check_instance, check_option_names, check_path
 from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
-from .errors import InputError, RegistryError
+from .errors import RegistryError
 from .manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -53,6 +54,15 @@ class InspectOptions:
     #: A docker config directory or file; None means $DOCKER_CONFIG or ~/.docker.
     docker_config: Optional[str] = None
     client: ClientOptions = field(default_factory=ClientOptions)
+
+    def __post_init__(self) -> None:
+        owner = "InspectOptions"
+        if self.credentials is not None:
+            check_instance(
+                owner, "credentials", self.credentials, Credentials, "a Credentials or None"
+            )
+        check_path(owner, "docker_config", self.docker_config)
+        check_client_options(owner, self.client)
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,7 @@ async def inspect_async(
     ``kwargs`` are :class:`InspectOptions` fields: ``inspect_async(ref, credentials=...)``.
     Raises InputError for a bad reference, RegistryError (AuthenticationError, ...) otherwise.
     """
+    check_instance("inspect", "ref", ref, (str, Reference), "an image reference (str)")
     opts = _merge_options(options, kwargs)
     reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
     if reference.tag is None and reference.digest is None:
@@ -208,14 +219,15 @@ def inspect(
 
 
 def _merge_options(options: Optional[InspectOptions], kwargs: dict[str, Any]) -> InspectOptions:
+    if options is not None:
+        check_instance("inspect", "options", options, InspectOptions, "an InspectOptions or None")
     opts = options or InspectOptions()
     if kwargs:
         import dataclasses
 
-        try:
-            opts = dataclasses.replace(opts, **kwargs)
-        except TypeError as exc:
-            raise InputError(f"inspect: {exc}") from None
+        known = (f.name for f in dataclasses.fields(InspectOptions))
+        check_option_names("inspect", kwargs, known)
+        opts = dataclasses.replace(opts, **kwargs)
     return opts
 
 

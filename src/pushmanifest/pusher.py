@@ -17,6 +17,15 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union
 
+from ._checks import (
+    check_bool,
+    check_client_options,
+    check_instance,
+    check_number,
+    check_option_names,
+    check_path,
+    check_specs,
+)
 from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
 from .errors import (
@@ -139,6 +148,19 @@ class PushOptions:
     docker_config: Optional[str] = None
     client: ClientOptions = field(default_factory=ClientOptions)
 
+    def __post_init__(self) -> None:
+        # Here, so that a wrong type fails where it is given (replace() and kwargs included).
+        owner = "PushOptions"
+        for flag in ("ignore_missing", "dry_run", "append", "check_platform", "strict_platform"):
+            check_bool(owner, flag, getattr(self, flag))
+        check_number(owner, "deadline", self.deadline, minimum=0, above_minimum=True, optional=True)
+        if self.credentials is not None:
+            check_instance(
+                owner, "credentials", self.credentials, Credentials, "a Credentials or None"
+            )
+        check_path(owner, "docker_config", self.docker_config)
+        check_client_options(owner, self.client)
+
 
 SpecInput = Union["ManifestListSpec", Sequence["ManifestListSpec"]]
 
@@ -150,9 +172,7 @@ async def push_async(
 
     ``kwargs`` are :class:`PushOptions` fields, for convenience: ``push_async(spec, dry_run=True)``.
     """
-    from .spec import ManifestListSpec
-
-    spec_list = [specs] if isinstance(specs, ManifestListSpec) else list(specs)
+    spec_list = check_specs("push", specs)
     opts = _merge_options(options, kwargs)
     async with _Run(opts) as run:
         try:
@@ -208,8 +228,11 @@ def push(
 
 
 def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> PushOptions:
+    if options is not None:
+        check_instance("push", "options", options, PushOptions, "a PushOptions or None")
     opts = options or PushOptions()
     if kwargs:
+        check_option_names("push", kwargs, (f.name for f in dataclasses.fields(PushOptions)))
         opts = dataclasses.replace(opts, **kwargs)
     if opts.strict_platform and not opts.check_platform:
         # Strictness about a check implies making the check.

@@ -4,9 +4,10 @@ A header holds one or more challenges separated by commas, and each challenge's 
 separated by commas too, so the grammar is only unambiguous with one token of look-ahead: after a
 comma, ``name=`` continues the current challenge and a bare token starts the next one.
 
-The parser never raises: a registry's header is untrusted input, and a challenge we cannot read is
-one we cannot answer anyway. Parsing stops at the first syntax error and keeps the challenges that
-were complete before it.
+The parser never raises on garbage: a registry's header is untrusted input, and a challenge we
+cannot read is one we cannot answer anyway. Parsing stops at the first syntax error and keeps the
+challenges that were complete before it. A header past the limits below is another matter (no
+registry sends one): :class:`ChallengeLimitError` says which limit it broke.
 """
 
 from __future__ import annotations
@@ -14,7 +15,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Challenge", "parse_www_authenticate"]
+__all__ = [
+    "MAX_CHALLENGES",
+    "MAX_HEADER_CHARS",
+    "MAX_PARAMS",
+    "Challenge",
+    "ChallengeLimitError",
+    "parse_www_authenticate",
+]
+
+#: Limits on what a registry's WWW-Authenticate may hold. Real ones are under 300 characters,
+#: with one or two challenges of at most five parameters.
+MAX_HEADER_CHARS = 8192
+MAX_CHALLENGES = 16
+MAX_PARAMS = 32
 
 # RFC 7230 tchar.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -34,6 +48,13 @@ class Challenge:
 
     def get(self, name: str, default: str = "") -> str:
         return self.params.get(name.lower(), default)
+
+
+class ChallengeLimitError(ValueError):
+    """A header beyond :data:`MAX_HEADER_CHARS`, :data:`MAX_CHALLENGES` or :data:`MAX_PARAMS`.
+
+    Its message completes "a WWW-Authenticate header ...".
+    """
 
 
 class _SyntaxError(Exception):
@@ -115,6 +136,8 @@ def _parse_params(scanner: _Scanner, params: dict[str, str]) -> None:
         value = scanner.quoted_string() if quoted else scanner.match(_LOOSE_VALUE)
         # RFC 7235: each name occurs at most once; the first one is the one we trust.
         params.setdefault(name, value)
+        if len(params) > MAX_PARAMS:
+            raise ChallengeLimitError(f"with more than {MAX_PARAMS} parameters in one challenge")
         scanner.skip_list_separators()
         if scanner.at_end() or not scanner.param_follows():
             return
@@ -140,16 +163,25 @@ def _parse(header: str) -> list[Challenge]:
             elif not scanner.at_end() and scanner.peek() != ",":
                 raise _SyntaxError("expected a space after the auth-scheme")
             challenges.append(challenge)
+            if len(challenges) > MAX_CHALLENGES:
+                raise ChallengeLimitError(f"with more than {MAX_CHALLENGES} challenges")
     except _SyntaxError:
         return challenges
 
 
 def parse_www_authenticate(header: str) -> list[Challenge]:
-    """Every challenge of a ``WWW-Authenticate`` value; ``[]`` for garbage, never an exception.
+    """Every challenge of a ``WWW-Authenticate`` value; ``[]`` for garbage.
+
+    Raises :class:`ChallengeLimitError` for a value longer than :data:`MAX_HEADER_CHARS`, or
+    holding more than :data:`MAX_CHALLENGES` challenges or :data:`MAX_PARAMS` parameters in one.
 
     >>> parse_www_authenticate('Bearer realm="https://auth.docker.io/token",service="x"')
     [Challenge(scheme='bearer', params={'realm': 'https://auth.docker.io/token', 'service': 'x'})]
     """
     if not isinstance(header, str):
         return []
+    if len(header) > MAX_HEADER_CHARS:
+        raise ChallengeLimitError(
+            f"of {len(header)} characters, more than the {MAX_HEADER_CHARS} allowed"
+        )
     return _parse(header)

@@ -16,11 +16,14 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import IO, Any, Optional, Union
 
 from ..errors import AuthenticationError, InputError
 from .credentials import Credentials, Secret
@@ -47,6 +50,13 @@ _NOT_FOUND = "credentials not found"
 _TOKEN_USERNAME = "<token>"
 
 DEFAULT_HELPER_TIMEOUT = 10.0
+#: Limits on what we read: docker's config.json is a few KiB, a helper's answer a few hundred
+#: bytes. Past them: an error naming the file or the helper, before memory fills.
+MAX_DOCKER_CONFIG_BYTES = 1024 * 1024
+MAX_HELPER_OUTPUT_BYTES = 1024 * 1024
+#: A helper's stderr beyond this is read and dropped (it is only ever shown as one line).
+_HELPER_STDERR_KEPT = 64 * 1024
+_READ_CHUNK = 64 * 1024
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -228,7 +238,7 @@ def load_docker_config(
         if file.is_dir():
             file = file / "config.json"
     try:
-        text = file.read_text(encoding="utf-8-sig")
+        text = _read_config_file(file).decode("utf-8-sig")
     except FileNotFoundError:
         log.debug("no docker config at %s", file)
         return DockerConfig({}, path=file, helper_timeout=helper_timeout)
@@ -247,6 +257,32 @@ def load_docker_config(
     if not isinstance(data, dict):
         raise InputError(f"docker config {file} is not a JSON object")
     return DockerConfig(data, path=file, helper_timeout=helper_timeout)
+
+
+def _read_config_file(file: Path) -> bytes:
+    """The file's bytes, at most :data:`MAX_DOCKER_CONFIG_BYTES`; only from a regular file.
+
+    Opened without blocking, so that a FIFO with no writer cannot hang the run; a FIFO, a device
+    (``/dev/zero``) or anything else that is not a regular file is refused before it is read.
+    """
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb", buffering=0, closefd=True) as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"cannot read docker config {file}: not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_DOCKER_CONFIG_BYTES:
+            chunk = stream.read(MAX_DOCKER_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    data = b"".join(chunks)
+    if len(data) > MAX_DOCKER_CONFIG_BYTES:
+        raise InputError(
+            f"docker config {file} is larger than the {MAX_DOCKER_CONFIG_BYTES} bytes allowed"
+        )
+    return data
 
 
 def resolve_credentials(
@@ -328,6 +364,11 @@ def run_credential_helper(
 
 
 def _run(program: str, executable: str, server_url: str, timeout: float) -> tuple[str, str, int]:
+    """Run the helper: its answer within ``timeout`` seconds and its output within the caps.
+
+    The pipes are read as the output arrives (not all at once at the end), so a helper printing
+    without end costs at most the cap in memory and is stopped there.
+    """
     posix = sys.platform != "win32"
     try:
         process = subprocess.Popen(
@@ -342,16 +383,96 @@ def _run(program: str, executable: str, server_url: str, timeout: float) -> tupl
     except OSError as exc:
         log.warning("cannot run %s: %s; continuing without credentials", program, exc.strerror)
         return "", "", -1
-    try:
-        out, err = process.communicate(server_url.encode(), timeout=timeout)
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + timeout
+    changed = threading.Event()
+    assert process.stdout is not None and process.stderr is not None
+    stdout = _PipeReader(process.stdout, MAX_HELPER_OUTPUT_BYTES, changed, stop_when_full=True)
+    stderr = _PipeReader(process.stderr, _HELPER_STDERR_KEPT, changed, stop_when_full=False)
+    stdout.start()
+    stderr.start()
+    with contextlib.suppress(OSError):  # it may exit without reading: a broken pipe
+        assert process.stdin is not None
+        process.stdin.write(server_url.encode())
+        process.stdin.close()
+
+    def timed_out() -> AuthenticationError:
         _kill(process, posix)
-        raise AuthenticationError(
+        return AuthenticationError(
             f"credential helper {program} did not answer within {timeout:g} s "
             f"(is it waiting for a password prompt?)",
             operation="authenticate",
-        ) from None
-    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), process.returncode
+        )
+
+    while True:
+        changed.clear()  # before looking: a reader finishing now sets it again
+        if stdout.full:
+            _kill(process, posix)
+            raise AuthenticationError(
+                f"credential helper {program} printed more than the "
+                f"{MAX_HELPER_OUTPUT_BYTES} bytes allowed for its answer",
+                operation="authenticate",
+            )
+        if stdout.done and stderr.done:
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out()
+        changed.wait(remaining)
+    try:
+        # Its pipes closed but still running: the timeout is on the process, not on EOF.
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise timed_out() from None
+    return stdout.text(), stderr.text(), process.returncode
+
+
+class _PipeReader(threading.Thread):
+    """Reads one pipe of a helper as it comes, keeping at most ``keep`` bytes.
+
+    Past ``keep`` it stops (``stop_when_full``: the caller kills the helper) or reads on and
+    drops the rest (stderr, only ever shown as one line). It closes its pipe when done: nobody
+    else touches it, so a kill never closes a pipe under a read in progress.
+    """
+
+    def __init__(
+        self, stream: IO[bytes], keep: int, changed: threading.Event, *, stop_when_full: bool
+    ) -> None:
+        super().__init__(daemon=True, name="credential-helper-pipe")
+        self._stream = stream
+        self._keep = keep
+        self._changed = changed
+        self._stop_when_full = stop_when_full
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.full = False
+        self.done = False
+
+    def run(self) -> None:
+        fd = self._stream.fileno()
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, _READ_CHUNK)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                room = self._keep - self._size
+                if len(chunk) > room:
+                    self.full = True
+                    chunk = chunk[:room]
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                if self.full and self._stop_when_full:
+                    break
+        finally:
+            with contextlib.suppress(OSError):
+                self._stream.close()
+            self.done = True
+            self._changed.set()
+
+    def text(self) -> str:
+        return b"".join(self._chunks).decode("utf-8", "replace")
 
 
 def _kill(process: subprocess.Popen[bytes], posix: bool) -> None:
@@ -360,9 +481,10 @@ def _kill(process: subprocess.Popen[bytes], posix: bool) -> None:
             os.killpg(process.pid, signal.SIGKILL)
         else:
             process.kill()
-    # Reap the helper; its pipes may be held open by grandchildren, so do not read them.
+    # Reap the helper. Its pipes may be held open by grandchildren: their readers end with
+    # them, and close them (closing them here could pull a pipe from under a read).
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()

@@ -27,14 +27,20 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import httpx
 
 from ..errors import AuthenticationError, NetworkError
-from .challenge import Challenge, parse_www_authenticate
+from .challenge import (
+    MAX_CHALLENGES,
+    MAX_HEADER_CHARS,
+    Challenge,
+    ChallengeLimitError,
+    parse_www_authenticate,
+)
 from .credentials import Credentials, Secret
 
 __all__ = ["TokenAuth", "covers_scopes", "normalize_scopes"]
@@ -47,6 +53,9 @@ DEFAULT_EXPIRES_IN = 60.0
 #: does not expire between being attached and reaching the registry.
 EXPIRY_MARGIN = 10.0
 CLIENT_ID = "pushmanifest"
+#: The largest token answer read (Docker Hub's are 1-4 KiB): a larger one is refused as it
+#: streams in, before it can fill the memory; a larger error answer is cut there.
+MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 _DETAIL_LIMIT = 200
 #: Request extension marking an Authorization header as set by us (not by the caller).
 _MARK = "pushmanifest.auth"
@@ -204,6 +213,108 @@ def _error_detail(response: httpx.Response) -> str:
     return _one_line(body.decode("utf-8", "replace"))
 
 
+class _CappedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that stops at ``cap`` bytes: raises ``too_large``, or just ends (``None``).
+
+    Put in place of a token answer's stream before anything reads it, so that httpx's own read
+    (and its re-read once the flow has moved on) never holds more than ``cap`` bytes.
+    """
+
+    def __init__(
+        self,
+        stream: Union[httpx.SyncByteStream, httpx.AsyncByteStream],
+        cap: int,
+        too_large: Optional[Exception],
+    ) -> None:
+        self._stream = stream
+        self._cap = cap
+        self._too_large = too_large
+
+    def _admit(self, total: int, chunk: bytes) -> Optional[bytes]:
+        if total <= self._cap:
+            return chunk
+        if self._too_large is not None:
+            raise self._too_large
+        keep = len(chunk) - (total - self._cap)
+        return chunk[:keep] if keep > 0 else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self._stream, httpx.SyncByteStream)
+        total = 0
+        for chunk in self._stream:
+            total += len(chunk)
+            admitted = self._admit(total, chunk)
+            if admitted:
+                yield admitted
+            if total > self._cap:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert isinstance(self._stream, httpx.AsyncByteStream)
+        total = 0
+        async for chunk in self._stream:
+            total += len(chunk)
+            admitted = self._admit(total, chunk)
+            if admitted:
+                yield admitted
+            if total > self._cap:
+                return
+
+    def close(self) -> None:
+        if isinstance(self._stream, httpx.SyncByteStream):
+            self._stream.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self._stream, httpx.AsyncByteStream):
+            await self._stream.aclose()
+
+
+def _too_large(
+    response: httpx.Response, declared: Optional[str], user: Optional[str]
+) -> AuthenticationError:
+    where = _netloc(response.request.url)
+    sent = f"{declared} bytes, more than the" if declared else "more than the"
+    return AuthenticationError(
+        f"authentication failed: the token server {where} sent {sent} "
+        f"{MAX_TOKEN_RESPONSE_BYTES} bytes allowed for a token answer",
+        operation="authenticate",
+        image=where,
+        user=user,
+        status=response.status_code,
+    )
+
+
+def _cap_token_answer(response: httpx.Response, user: Optional[str]) -> None:
+    """Before a token answer is read: refuse what cannot be one, and stop reading at the cap.
+
+    An error answer is only cut (its start says why); a successful one over the cap is an
+    error. We ask for ``identity``: a body encoded anyway is refused, because httpx would decode
+    each chunk whole before any cap saw it (a few hundred bytes of gzip can hold gigabytes).
+    """
+    if response.status_code >= 400:
+        response.stream = _CappedBody(response.stream, MAX_TOKEN_RESPONSE_BYTES, None)
+        return
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_TOKEN_RESPONSE_BYTES:
+        raise _too_large(response, declared, user)
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        where = _netloc(response.request.url)
+        raise AuthenticationError(
+            f"authentication failed: the token server {where} sent its answer encoded "
+            f"({_one_line(encoding)}) though asked for it as it is (identity)",
+            operation="authenticate",
+            image=where,
+            user=user,
+            status=response.status_code,
+        )
+    response.stream = _CappedBody(
+        response.stream,
+        MAX_TOKEN_RESPONSE_BYTES,
+        _too_large(response, None, user),
+    )
+
+
 # -- state -----------------------------------------------------------------------------------
 
 
@@ -246,6 +357,34 @@ class _Plan:
 
 
 _Used = Union[_Token, str, None]  # the token attached, "basic", "static", or nothing
+
+
+# The steps the flow yields to its driver (see "the flow" in TokenAuth).
+
+
+@dataclass(frozen=True)
+class _Send:
+    """Send ``request``; send back its response (a token request's read, within the cap)."""
+
+    request: httpx.Request
+    token_request: bool = False
+
+
+@dataclass(frozen=True)
+class _Lock:
+    """Wait for, then hold, the lock of the token ``key`` (single flight)."""
+
+    key: _Key
+
+
+@dataclass(frozen=True)
+class _Unlock:
+    """Give back the lock taken by the last :class:`_Lock`."""
+
+    key: _Key
+
+
+_Step = Union[_Send, _Lock, _Unlock]
 
 
 class TokenAuth(httpx.Auth):
@@ -318,37 +457,67 @@ class TokenAuth(httpx.Auth):
             # Basic and static tokens need no request; with no scope registered there is no
             # token worth fetching yet (the first request's challenge will name its scope).
             return
-        if self._cached(plan) is not None:
-            return
-        async with self._async_lock(plan.key):
-            if self._cached(plan) is not None:
-                return
-            exchange = self._exchange(plan, origin_request)
-            token_request = next(exchange)
+        # The flow's own token steps, driven as the flows are; only the sending is ours.
+        driver = self._drive_async(self._obtain(plan, origin_request))
+        try:
+            token_request = await driver.__anext__()
             while True:
+                token_response = await self._send_token_request(client, token_request)
                 try:
-                    token_response = await client.send(token_request, auth=None)
-                except httpx.TransportError as exc:
-                    where = _netloc(token_request.url)
-                    raise NetworkError(
-                        f"cannot reach the token server {where}: {type(exc).__name__}"
-                        + (f" ({_one_line(str(exc))})" if str(exc) else ""),
-                        operation="authenticate",
-                        image=where,
-                        user=self._user,
-                    ) from exc
-                try:
-                    token_request = exchange.send(token_response)
-                except StopIteration:
-                    return
+                    token_request = await driver.asend(token_response)
+                except httpx.TransportError as exc:  # while reading the answer
+                    raise self._unreachable(token_request, exc) from exc
+                finally:
+                    await token_response.aclose()
+        except StopAsyncIteration:
+            return  # the token is cached (or was already)
+        finally:
+            await driver.aclose()
 
-    # -- the flows ---------------------------------------------------------------------------
+    async def _send_token_request(
+        self, client: httpx.AsyncClient, request: httpx.Request
+    ) -> httpx.Response:
+        try:
+            return await client.send(request, auth=None, stream=True)
+        except httpx.TransportError as exc:
+            raise self._unreachable(request, exc) from exc
 
-    async def async_auth_flow(
+    def _unreachable(self, request: httpx.Request, exc: Exception) -> NetworkError:
+        where = _netloc(request.url)
+        return NetworkError(
+            f"cannot reach the token server {where}: {type(exc).__name__}"
+            + (f" ({_one_line(str(exc))})" if str(exc) else ""),
+            operation="authenticate",
+            image=where,
+            user=self._user,
+        )
+
+    # -- the flow ----------------------------------------------------------------------------
+    #
+    # One generator, _flow, decides everything: what to attach, when a token is needed, what a
+    # 401 means. It does no I/O and never blocks: it yields steps, and a driver does them. The
+    # async driver (httpx.AsyncClient) waits on an asyncio.Lock and reads with aread(); the sync
+    # driver (httpx.Client) waits on a threading.Lock and reads with read(). That is httpx's
+    # own Auth design (auth_flow, driven by sync_auth_flow and async_auth_flow), with the lock
+    # of the single flight added as a step.
+
+    def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        return self._drive_async(self._flow(request))
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        return self._drive_sync(self._flow(request))
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The sync flow (httpx calls :meth:`sync_auth_flow`; this is the same)."""
+        return self._drive_sync(self._flow(request))
+
+    def _flow(self, request: httpx.Request) -> Generator[_Step, Optional[httpx.Response], None]:
         if not self._take_over(request):
-            yield request  # the caller chose its Authorization; not ours to override
+            yield _Send(request)  # the caller chose its Authorization; not ours to override
             return
         origin = _origin(request.url)
         plan = self._proactive(origin)
@@ -358,23 +527,10 @@ class TokenAuth(httpx.Auth):
             if plan is not None:
                 token: Optional[_Token] = None
                 if plan.kind == "bearer":
-                    token = self._cached(plan)
-                    if token is None:
-                        async with self._async_lock(plan.key):
-                            token = self._cached(plan)
-                            if token is None:
-                                exchange = self._exchange(plan, request)
-                                token_request = next(exchange)
-                                while True:
-                                    token_response = yield token_request
-                                    await token_response.aread()
-                                    try:
-                                        token_request = exchange.send(token_response)
-                                    except StopIteration as done:
-                                        token = done.value
-                                        break
+                    token = yield from self._obtain(plan, request)
                 used = self._attach(request, plan, token)
-            response = yield request
+            response = yield _Send(request)
+            assert response is not None
             # A 401 from a host we were redirected to is that host's business, not ours.
             if response.status_code != 401 or retried or _origin(response.request.url) != origin:
                 return
@@ -383,43 +539,80 @@ class TokenAuth(httpx.Auth):
                 return
             retried = True
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """The same flow for a sync ``httpx.Client`` (threads instead of tasks)."""
-        if not self._take_over(request):
-            yield request
-            return
-        origin = _origin(request.url)
-        plan = self._proactive(origin)
-        retried = False
-        while True:
-            used: _Used = None
-            if plan is not None:
-                token: Optional[_Token] = None
-                if plan.kind == "bearer":
-                    token = self._cached(plan)
-                    if token is None:
-                        with self._sync_lock(plan.key):
-                            token = self._cached(plan)
-                            if token is None:
-                                exchange = self._exchange(plan, request)
-                                token_request = next(exchange)
-                                while True:
-                                    token_response = yield token_request
-                                    token_response.read()
-                                    try:
-                                        token_request = exchange.send(token_response)
-                                    except StopIteration as done:
-                                        token = done.value
-                                        break
-                used = self._attach(request, plan, token)
-            response = yield request
-            # A 401 from a host we were redirected to is that host's business, not ours.
-            if response.status_code != 401 or retried or _origin(response.request.url) != origin:
-                return
-            plan = self._learn(origin, response, used)
-            if plan is None:
-                return
-            retried = True
+    def _obtain(
+        self, plan: _Plan, origin_request: httpx.Request
+    ) -> Generator[_Step, Optional[httpx.Response], _Token]:
+        """The token ``plan`` needs: cached, or fetched by one flow while the others wait."""
+        token = self._cached(plan)
+        if token is not None:
+            return token
+        yield _Lock(plan.key)
+        # Another flow may have fetched it while this one waited for the lock.
+        token = self._cached(plan)
+        if token is None:
+            token = yield from self._exchange(plan, origin_request)
+        yield _Unlock(plan.key)
+        return token
+
+    async def _drive_async(
+        self, flow: Generator[_Step, Optional[httpx.Response], Any]
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        lock: Optional[asyncio.Lock] = None
+        try:
+            step: Optional[_Step] = next(flow, None)
+            while step is not None:
+                response: Optional[httpx.Response] = None
+                if isinstance(step, _Lock):
+                    wanted = self._async_lock(step.key)
+                    await wanted.acquire()  # cancelled while waiting: nothing to give back
+                    lock = wanted
+                elif isinstance(step, _Unlock):
+                    assert lock is not None
+                    lock.release()
+                    lock = None
+                else:
+                    response = yield step.request
+                    if step.token_request:
+                        _cap_token_answer(response, self._user)
+                        await response.aread()
+                try:
+                    step = flow.send(response)
+                except StopIteration:
+                    step = None
+        finally:
+            if lock is not None:  # an error, or the client gave up on the request
+                lock.release()
+            flow.close()
+
+    def _drive_sync(
+        self, flow: Generator[_Step, Optional[httpx.Response], Any]
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        lock: Optional[threading.Lock] = None
+        try:
+            step: Optional[_Step] = next(flow, None)
+            while step is not None:
+                response: Optional[httpx.Response] = None
+                if isinstance(step, _Lock):
+                    wanted_sync = self._sync_lock(step.key)
+                    wanted_sync.acquire()
+                    lock = wanted_sync
+                elif isinstance(step, _Unlock):
+                    assert lock is not None
+                    lock.release()
+                    lock = None
+                else:
+                    response = yield step.request
+                    if step.token_request:
+                        _cap_token_answer(response, self._user)
+                        response.read()
+                try:
+                    step = flow.send(response)
+                except StopIteration:
+                    step = None
+        finally:
+            if lock is not None:
+                lock.release()
+            flow.close()
 
     # -- decisions (no I/O) ------------------------------------------------------------------
 
@@ -454,9 +647,7 @@ class TokenAuth(httpx.Auth):
 
     def _learn(self, origin: _Origin, response: httpx.Response, used: _Used) -> Optional[_Plan]:
         """From a 401, what to try next; None when trying again cannot help."""
-        challenges: list[Challenge] = []
-        for value in response.headers.get_list("WWW-Authenticate"):
-            challenges.extend(parse_www_authenticate(value))
+        challenges = self._challenges(response)
         creds = self.credentials
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.get("realm")), None)
         if bearer is not None:
@@ -497,6 +688,31 @@ class TokenAuth(httpx.Auth):
                 return None
             return _Plan("basic")
         return None
+
+    def _challenges(self, response: httpx.Response) -> list[Challenge]:
+        """Every challenge of a 401, within the limits of :mod:`.challenge` (all headers)."""
+        values = response.headers.get_list("WWW-Authenticate")
+        challenges: list[Challenge] = []
+        try:
+            total = sum(len(value) for value in values)
+            if total > MAX_HEADER_CHARS:
+                raise ChallengeLimitError(
+                    f"of {total} characters, more than the {MAX_HEADER_CHARS} allowed"
+                )
+            for value in values:
+                challenges.extend(parse_www_authenticate(value))
+                if len(challenges) > MAX_CHALLENGES:
+                    raise ChallengeLimitError(f"with more than {MAX_CHALLENGES} challenges")
+        except ChallengeLimitError as exc:
+            where = _netloc(response.request.url)
+            raise AuthenticationError(
+                f"authentication failed: {where} sent a WWW-Authenticate header {exc}",
+                operation="authenticate",
+                image=where,
+                user=self._user,
+                status=response.status_code,
+            ) from None
+        return challenges
 
     def _realm(self, realm: str, response: httpx.Response) -> str:
         where = _netloc(response.request.url)
@@ -597,11 +813,12 @@ class TokenAuth(httpx.Auth):
 
     def _exchange(
         self, plan: _Plan, origin_request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, _Token]:
+    ) -> Generator[_Step, Optional[httpx.Response], _Token]:
         """Yield the token request(s), receive their (read) responses, return the token."""
         creds = self.credentials
         realm = httpx.URL(plan.realm)
-        headers = {"Accept": "application/json"}
+        # identity: a body is capped as it arrives; a compressed one could not be (see above).
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         user_agent = origin_request.headers.get("User-Agent")
         if user_agent:
             headers["User-Agent"] = user_agent
@@ -611,7 +828,7 @@ class TokenAuth(httpx.Auth):
             extensions["timeout"] = origin_request.extensions["timeout"]
         scopes = sorted(plan.scopes)
 
-        def get(username: str = "", password: str = "") -> httpx.Request:
+        def get(username: str = "", password: str = "") -> _Send:
             params: dict[str, Union[str, list[str]]] = {}
             if plan.service:
                 params["service"] = plan.service
@@ -623,8 +840,14 @@ class TokenAuth(httpx.Auth):
                 params["account"] = username
                 get_headers["Authorization"] = _basic(username, password)
             self.token_requests += 1
-            return httpx.Request(
-                "GET", realm.copy_merge_params(params), headers=get_headers, extensions=extensions
+            return _Send(
+                httpx.Request(
+                    "GET",
+                    realm.copy_merge_params(params),
+                    headers=get_headers,
+                    extensions=extensions,
+                ),
+                token_request=True,
             )
 
         authenticated = creds is not None and bool(creds.identity_token or creds.has_basic)
@@ -641,9 +864,11 @@ class TokenAuth(httpx.Auth):
             if scopes:
                 form["scope"] = " ".join(scopes)
             self.token_requests += 1
-            response = yield httpx.Request(
-                "POST", realm, data=form, headers=headers, extensions=extensions
+            response = yield _Send(
+                httpx.Request("POST", realm, data=form, headers=headers, extensions=extensions),
+                token_request=True,
             )
+            assert response is not None
             if response.status_code in (404, 405):
                 # A token server without the OAuth2 endpoint: send the refresh token as the
                 # password of a Basic token request, as docker/distribution's client does.
@@ -653,6 +878,7 @@ class TokenAuth(httpx.Auth):
             response = yield get(creds.username, creds.password.reveal())
         else:
             response = yield get()
+        assert response is not None
         token = self._parse_token(response, plan, authenticated)
         self._store(token)
         log.debug(
@@ -693,6 +919,9 @@ class TokenAuth(httpx.Auth):
                 user=user,
                 status=status,
             )
+        if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
+            # Read whole by a transport of the caller's (nothing of ours streamed it).
+            raise _too_large(response, str(len(response.content)), user)
         try:
             data = json.loads(response.content)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply
