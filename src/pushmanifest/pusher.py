@@ -583,9 +583,7 @@ class _Run:
                 descriptor_from_json(child, f"{target.familiar()} entry {index}")
                 for index, child in enumerate(children if isinstance(children, list) else [])
             ],
-            annotations={
-                str(k): str(v) for k, v in annotations.items() if isinstance(v, str)
-            }
+            annotations={str(k): str(v) for k, v in annotations.items() if isinstance(v, str)}
             if isinstance(annotations, dict)
             else {},
         )
