@@ -232,12 +232,14 @@ class _ExistingList:
 
 #: --append: writes per run before giving up on keeping its entries against concurrent pushes.
 APPEND_ROUNDS = 8
-#: --append: re-reads of the tag after each write, each after the settle time.
-APPEND_CHECKS = 2
+#: --append: re-reads of the tag after each write, each after the settle time (one read at the
+#: settle time sees every write that a run which read before ours makes within it).
+APPEND_CHECKS = 1
 #: --append: the settle time is this many of our own read-and-write cycles, within these bounds.
 APPEND_SETTLE_CYCLES = 4
 APPEND_SETTLE_MIN = 0.2
 APPEND_SETTLE_MAX = 3.0
+APPEND_BACKOFF_MIN = 0.05
 APPEND_BACKOFF_MAX = 2.0
 #: --wait: first poll interval, doubled up to the maximum (each jittered by +-20 %).
 WAIT_FIRST_DELAY = 0.5
@@ -703,7 +705,10 @@ class _Run:
                 attempt + 1,
                 APPEND_ROUNDS,
             )
-            await asyncio.sleep(random.uniform(0, min(APPEND_BACKOFF_MAX, 0.05 * 2**attempt)))
+            # Full jitter over a window that doubles each round, in units of our own cycle: the
+            # runs that lost together spread out, so that their next writes do not cross.
+            window = min(APPEND_BACKOFF_MAX, max(APPEND_BACKOFF_MIN, cycle) * 2**attempt)
+            await asyncio.sleep(random.uniform(0, window))
             base, base_digest = now, (now.digest if now is not None else None)
             _note_replaced(replaced, ours, base)
             manifest_list, entries = self._assemble(spec, own, base)
@@ -730,6 +735,9 @@ class _Run:
         own read-and-write cycles: a run that read before our write has written by then.
         """
         settle = min(APPEND_SETTLE_MAX, max(APPEND_SETTLE_MIN, APPEND_SETTLE_CYCLES * cycle))
+        log.debug(
+            "--append: wrote %s in %.3f s; checking it after %.3f s", spec.image, cycle, settle
+        )
         for _ in range(APPEND_CHECKS):
             await asyncio.sleep(settle * random.uniform(1.0, 1.5))
             head = await self._head(spec.image)
