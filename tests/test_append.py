@@ -22,7 +22,14 @@ import pytest
 import pushmanifest
 from pushmanifest import ClientOptions, ManifestListSpec
 from pushmanifest import pusher as pusher_module
-from support.images import DOCKER_MANIFEST_LIST, SeedClient, SeededImage, read_manifest, seed_image
+from support.images import (
+    DOCKER_MANIFEST_LIST,
+    SeedClient,
+    SeededImage,
+    delete_manifest,
+    read_manifest,
+    seed_image,
+)
 from support.proxy import HttpProxy
 
 pytestmark = pytest.mark.registry
@@ -476,3 +483,27 @@ def test_append_leaves_a_concurrent_newer_build_of_its_platform(
     data, _ = list_of(open_registry, repo, "latest")
     assert [e["digest"] for e in data["manifests"]] == [amd.digest, arm_other.digest]
     assert arm.digest not in {e["digest"] for e in data["manifests"]}
+
+
+def test_append_drops_an_entry_whose_image_was_deleted(open_registry: Any) -> None:
+    """A kept entry whose image is gone from the repository would make every later --append fail
+    (the registry refuses the list): it is dropped, with a warning, and the list written."""
+    repo = "append/deleted"
+    amd = seed_image(open_registry, repo, "amd64", architecture="amd64")
+    arm = seed_image(open_registry, repo, "arm64", architecture="arm64")
+    riscv = seed_image(open_registry, repo, "riscv64", architecture="riscv64")
+    put_list(open_registry, repo, "latest", [amd, arm])
+    delete_manifest(open_registry, repo, arm.digest)
+    with HttpProxy(upstream=open_registry.host) as proxy:
+        host = proxy.host
+        [result] = pushmanifest.push(
+            spec_for(
+                f"{host}/{repo}:latest", [(f"{host}/{repo}:riscv64", platform_of("riscv64", ""))]
+            ),
+            client=FAST,
+            append=True,
+        )
+        assert manifest_puts(proxy, repo, "latest") == 2  # refused, then without the gone one
+    data, digest = list_of(open_registry, repo, "latest")
+    assert digest == result.digest
+    assert [e["digest"] for e in data["manifests"]] == [amd.digest, riscv.digest]

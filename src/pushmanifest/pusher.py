@@ -230,6 +230,8 @@ class _ExistingList:
     annotations: dict[str, str]
 
 
+#: A PUT of a list refused with one of these codes names an image the registry does not have.
+GONE_CODES = ("MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN")
 #: --append: writes per run before giving up on keeping its entries against concurrent pushes.
 APPEND_ROUNDS = 8
 #: --append: re-reads of the tag after each write, each after the settle time (one read at the
@@ -680,7 +682,19 @@ class _Run:
             if not puts:
                 log.info("%s already holds %s: unchanged", target.familiar(), manifest_list.digest)
                 break
-            await _gather(self._put(ref, manifest_list) for ref in puts)
+            try:
+                await _gather(self._put(ref, manifest_list) for ref in puts)
+            except RegistryError as exc:
+                # The registry refuses a list naming an image it no longer has: an entry we
+                # kept whose image was deleted. Drop such entries (once) rather than fail forever.
+                if exc.code not in GONE_CODES or base is None:
+                    raise
+                kept = await self._without_deleted(target, base)
+                if kept is base:
+                    raise
+                base = kept
+                manifest_list, entries = self._assemble(spec, own, base)
+                await _gather(self._put(ref, manifest_list) for ref in puts)
             for ref in puts:
                 holds[ref] = manifest_list.digest
                 if ref.identifier not in written:
@@ -719,6 +733,29 @@ class _Run:
             manifest_list=manifest_list,
             entries=tuple(entries),
             written=tuple(written),
+        )
+
+    async def _without_deleted(self, target: Reference, base: _ExistingList) -> _ExistingList:
+        """The list without the entries whose images the repository no longer has (a HEAD
+        each); ``base`` itself when it has none such."""
+        images = [d for d in base.entries if not _is_attestation(d)]
+        heads = await _gather(self._head(target.with_digest(d.digest)) for d in images)
+        gone = {d.digest for d, head in zip(images, heads) if head is None}
+        if not gone:
+            return base
+        for d in images:
+            if d.digest in gone:
+                log.warning(
+                    "--append: dropping %s (%s) from %s: the repository no longer has it",
+                    d.digest,
+                    d.platform,
+                    target.familiar(),
+                )
+        return dataclasses.replace(
+            base,
+            entries=[
+                d for d in base.entries if d.digest not in gone and _attested_digest(d) not in gone
+            ],
         )
 
     async def _check_appended(
