@@ -216,3 +216,44 @@ def test_hook_after_each_architecture_build(
     data, _ = read_list(token_registry, user)
     pushed["arm32v7"] = rebuilt
     assert [e["digest"] for e in data["manifests"]] == [p.digest for p in pushed.values()]
+
+
+def test_hook_uses_a_container_only_without_a_usable_python(tmp_path: Path) -> None:
+    """No python3 that can make a virtual environment: the container route, with the build's
+    docker config read-only and the same arguments. (docker is a stand-in that records its
+    arguments: what is checked is the hook's choice and command line, not docker.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/sh\nexit 1\n")  # a python3 that cannot do it
+    record = tmp_path / "docker-args"
+    (bin_dir / "docker").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    for program in bin_dir.iterdir():
+        program.chmod(0o755)
+    config = tmp_path / "docker-config"
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp_path),
+        "DOCKER_CONFIG": str(config),
+        "DOCKER_REPO": "index.docker.io/someone/app",
+        "PUSHMANIFEST_PACKAGE": "pushmanifest==0.1.0",
+        "PUSHMANIFEST_VENV": str(tmp_path / "venv"),
+    }
+    result = run_hook(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    args = record.read_text().splitlines()
+    assert f"{config}:/root/.docker:ro" in args
+    assert f"{HOOK.parent.parent}:/src:ro" in args
+    assert args[-5:] == [
+        "pushmanifest==0.1.0",
+        "from-spec",
+        "--append",
+        "--ignore-missing",
+        "multi-arch-manifest.yaml",
+    ]
+    assert "DOCKER_REPO" in args
+
+    # A path cannot go into the container: a clear error, not a half-working run.
+    env["PUSHMANIFEST_PACKAGE"] = str(tmp_path)
+    refused = run_hook(env, tmp_path)
+    assert refused.returncode == 1
+    assert "virtual environment" in refused.stderr
