@@ -20,6 +20,8 @@ import pytest
 from pushmanifest import InputError, InvalidPlatformError, InvalidReferenceError, SpecError
 from pushmanifest.cli import _split_command, main
 from pushmanifest.fromargs import (
+    DOCKER_ARCHITECTURES,
+    docker_architecture,
     expand_template,
     has_placeholder,
     parse_annotations,
@@ -83,6 +85,93 @@ def test_expand_template_only_empty_variant_drops_a_separator() -> None:
     assert expand_template("r/app:ARCH--VARIANT", "linux", "amd64", "") == "r/app:amd64-"
     assert expand_template("r/app:VARIANT-VARIANT-ARCH", "linux", "amd64", "") == "r/app:amd64"
     assert expand_template("r/app:ARCH-VARIANT", "linux", "arm64", "v8") == "r/app:arm64-v8"
+
+
+# -- DOCKERARCH: Docker Hub's architecture names --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "name"),
+    [
+        ("linux/amd64", "amd64"),
+        ("linux/arm/v5", "arm32v5"),
+        ("linux/arm/v6", "arm32v6"),
+        ("linux/arm/v7", "arm32v7"),
+        ("linux/arm64/v8", "arm64v8"),
+        ("linux/arm64", "arm64v8"),
+        ("linux/386", "i386"),
+        ("linux/ppc64le", "ppc64le"),
+        ("linux/s390x", "s390x"),
+        ("linux/riscv64", "riscv64"),
+        ("linux/mips64le", "mips64le"),
+        ("windows/amd64", "windows-amd64"),
+        # From the normalized platform, unlike ARCH (the text as written).
+        ("linux/aarch64", "arm64v8"),
+        ("linux/x86_64", "amd64"),
+        ("linux/armhf", "arm32v7"),
+        ("linux/i386", "i386"),
+    ],
+)
+def test_dockerarch(platform: str, name: str) -> None:
+    os_name, arch, *variant = platform.split("/")
+    assert expand_template("r/app:DOCKERARCH", os_name, arch, *variant) == f"r/app:{name}"
+    # The official images' per-architecture namespaces: arm32v7/alpine.
+    assert expand_template("DOCKERARCH/alpine:3.11", os_name, arch, *variant) == (
+        f"{name}/alpine:3.11"
+    )
+
+
+def test_dockerarch_names_each_platform_once() -> None:
+    assert len(set(DOCKER_ARCHITECTURES.values())) == len(DOCKER_ARCHITECTURES) - 1  # arm64 twice
+    for (os_name, arch, variant), name in DOCKER_ARCHITECTURES.items():
+        assert docker_architecture(Platform(os_name, arch, variant)) == name
+
+
+@pytest.mark.parametrize(
+    ("template", "platform", "expected"),
+    [
+        # Whole words only, as the other placeholders.
+        ("r/app:DOCKERARCH-slim", ("linux", "arm", "v7"), "r/app:arm32v7-slim"),
+        ("r/app:OS-DOCKERARCH", ("windows", "amd64", ""), "r/app:windows-windows-amd64"),
+        ("r/app:MYDOCKERARCH", ("linux", "arm", "v7"), "r/app:MYDOCKERARCH"),
+        ("r/app:DOCKERARCH2", ("linux", "arm", "v7"), "r/app:DOCKERARCH2"),
+        ("r/app:DOCKER-ARCH", ("linux", "arm", "v7"), "r/app:DOCKER-arm"),
+        ("r/app:dockerarch", ("linux", "arm", "v7"), "r/app:dockerarch"),
+        # Joined with others it is one word of placeholders, as ARCHVARIANT is.
+        ("r/app:DOCKERARCHVARIANT", ("linux", "amd64", ""), "r/app:amd64"),
+        # Not asked for: an unnamed platform is no error.
+        ("r/app:ARCH", ("linux", "mips", ""), "r/app:mips"),
+    ],
+)
+def test_dockerarch_whole_words(
+    template: str, platform: tuple[str, str, str], expected: str
+) -> None:
+    assert expand_template(template, *platform) == expected
+
+
+@pytest.mark.parametrize(
+    ("platforms", "message"),
+    [
+        (
+            "linux/arm",
+            "platform 'linux/arm': DOCKERARCH: Docker Hub has no architecture name "
+            "for linux/arm: give the variant (linux/arm/v7 is arm32v7",
+        ),
+        ("linux/amd64/v3", "no architecture name for linux/amd64/v3 (it has: amd64, arm32v5"),
+        ("linux/mips", "no architecture name for linux/mips"),
+        ("windows/arm64", "no architecture name for windows/arm64"),
+    ],
+)
+def test_dockerarch_without_a_name_is_an_input_error(platforms: str, message: str) -> None:
+    with pytest.raises(InvalidPlatformError) as excinfo:
+        spec_from_args(f"linux/amd64,{platforms}", "r/app:DOCKERARCH", "r/app:1")
+    assert message in str(excinfo.value)
+
+
+def test_dockerarch_alone_is_a_placeholder() -> None:
+    assert has_placeholder("user/app:DOCKERARCH")
+    spec = spec_from_args("linux/arm/v6,linux/arm/v7", "user/app:DOCKERARCH", "user/app:1")
+    assert [m.image.tag for m in spec.manifests] == ["arm32v6", "arm32v7"]
 
 
 def test_has_placeholder() -> None:
@@ -587,3 +676,37 @@ def test_missing_platform_image_and_ignore_missing(open_registry: Any, tmp_path:
     assert "s390x" in ignored.stderr
     digest, size = digest_line(ignored.stdout)
     check_list(open_registry, repo, "multi", seeded, digest, size)
+
+
+def test_seed_tags_by_dockerarch(open_registry: Any, tmp_path: Path) -> None:
+    """The seed article's tags (amd64, arm32v6, arm32v7, arm64v8) from one template."""
+    repo = "fromargs/dockerarch"
+    seeded = seed(
+        open_registry,
+        repo,
+        {
+            "amd64": "linux/amd64",
+            "arm32v6": "linux/arm/v6",
+            "arm32v7": "linux/arm/v7",
+            "arm64v8": "linux/arm64/v8",
+        },
+    )
+    result = run_cli(
+        "from-args",
+        "--platforms",
+        "linux/amd64,linux/arm/v6,linux/arm/v7,linux/arm64/v8",
+        "--template",
+        f"{open_registry.host}/{repo}:DOCKERARCH",
+        "--target",
+        f"{open_registry.host}/{repo}:latest",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    digest, size = digest_line(result.stdout)
+    data = check_list(open_registry, repo, "latest", seeded, digest, size)
+    assert [seeded[e["digest"]].tag for e in data["manifests"]] == [
+        "amd64",
+        "arm32v6",
+        "arm32v7",
+        "arm64v8",
+    ]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from textwrap import dedent
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -119,6 +124,145 @@ def test_load_spec_file_not_utf8(tmp_path: Path) -> None:
 def test_load_spec_file_missing_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         load_spec_file(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# Size: a spec is read up to its limit and no further, from a file, a pipe or standard input
+
+MIB = 1 << 20
+TOO_LARGE = (
+    "the spec is larger than 1 MiB (1048576 bytes), the most a spec may hold: "
+    "is this the right file?"
+)
+#: Ten bytes a line: byte 1048577 (the first past the limit) is line 104858, column 7.
+COMMENT = b"# comment\n"
+PAST_THE_LIMIT = "104858:7"
+
+
+def _run_spec_command(*args: str, stdin: Any = None) -> subprocess.CompletedProcess[str]:
+    # With 2 GiB of address space, a read without end fails with MemoryError rather than taking
+    # the machine's memory (ulimit in a shell: preexec_fn is not safe in a threaded parent).
+    command = [sys.executable, "-m", "pushmanifest", "from-spec", "--dry-run", *args]
+    return subprocess.run(
+        ["sh", "-c", 'ulimit -v 2097152 && exec "$0" "$@"', *command],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
+def test_a_file_past_the_limit_is_refused_where_it_passes_it(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(COMMENT * (MIB // len(COMMENT) + 1))
+    with pytest.raises(SpecError) as caught:
+        load_spec_file(path, env={})
+    assert str(caught.value) == f"{path}:{PAST_THE_LIMIT}: {TOO_LARGE}"
+
+
+def test_a_file_at_the_limit_loads(tmp_path: Path) -> None:
+    head = b"image: a/b:1\nmanifests: [{image: a/b:2}]\n"
+    path = tmp_path / "full.yaml"
+    path.write_bytes(head + b"#" * (MIB - len(head) - 1) + b"\n")
+    assert path.stat().st_size == MIB
+    (spec,) = load_spec_file(path, env={})
+    assert str(spec.image) == "docker.io/a/b:1"
+
+
+def test_text_past_the_limit_is_refused() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("#" * MIB + "\n", "big.yaml")
+    assert str(caught.value) == f"big.yaml:1:{MIB + 1}: {TOO_LARGE}"
+    # Counted in UTF-8 bytes, not characters: 'é' is two.
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("#" + "é" * (MIB // 2), "big.yaml")
+    assert str(caught.value) == f"big.yaml:1:{MIB + 1}: {TOO_LARGE}"
+
+
+class _EndlessZeros(io.RawIOBase):
+    """/dev/zero as a stream, counting the bytes it gave."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), 64 * 1024)  # short reads, as a pipe gives
+        buffer[:size] = bytes(size)
+        self.given += size
+        return size
+
+
+def test_a_stream_is_read_up_to_the_limit_and_no_further() -> None:
+    from pushmanifest.spec import load_spec_stream
+
+    stream = _EndlessZeros()
+    with pytest.raises(SpecError) as caught:
+        load_spec_stream(stream, "zeros")
+    assert str(caught.value) == f"zeros:1:{MIB + 1}: {TOO_LARGE}"
+    assert stream.given <= MIB + 64 * 1024
+
+
+def test_a_text_stream_loads_and_is_bounded_in_bytes() -> None:
+    from pushmanifest.spec import load_spec_stream
+
+    (spec,) = load_spec_stream(io.StringIO("image: a/b:1\nmanifests: [{image: a/b:2}]\n"))
+    assert spec.origin == "<stdin>:1"
+    with pytest.raises(SpecError) as caught:
+        load_spec_stream(io.StringIO("#" + "é" * MIB), "<stdin>")
+    assert str(caught.value) == f"<stdin>:1:{MIB + 1}: {TOO_LARGE}"
+
+
+def test_a_strict_text_stream_that_is_not_utf8() -> None:
+    from pushmanifest.spec import load_spec_stream
+
+    stream = io.TextIOWrapper(io.BytesIO(b"image: caf\xe9\n"), encoding="utf-8", errors="strict")
+    with pytest.raises(SpecError) as caught:
+        load_spec_stream(stream)
+    assert str(caught.value) == "<stdin>:1:1: not UTF-8 text: save the file as UTF-8"
+
+
+def test_command_refuses_dev_zero() -> None:
+    result = _run_spec_command("/dev/zero")
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"/dev/zero:1:{MIB + 1}: {TOO_LARGE}\n"
+
+
+def test_command_refuses_endless_standard_input() -> None:
+    with subprocess.Popen(["yes", "# comment"], stdout=subprocess.PIPE) as endless:
+        try:
+            result = _run_spec_command("-", stdin=endless.stdout)
+        finally:
+            endless.kill()
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"<stdin>:{PAST_THE_LIMIT}: {TOO_LARGE}\n"
+
+
+def test_command_refuses_an_endless_fifo_and_reads_a_short_one(tmp_path: Path) -> None:
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)
+    writer = ["sh", "-c", 'exec yes "# comment" > "$0"', str(fifo)]
+    with subprocess.Popen(writer, stderr=subprocess.DEVNULL) as endless:
+        try:
+            result = _run_spec_command(str(fifo))
+        finally:
+            endless.kill()
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"{fifo}:{PAST_THE_LIMIT}: {TOO_LARGE}\n"
+    # As from a shell's <(...): a FIFO holding a spec is read as a file is.
+    writer = ["sh", "-c", 'printf "image: a/b:1\\nmanifests: []\\n" > "$0"', str(fifo)]
+    with subprocess.Popen(writer):
+        result = _run_spec_command(str(fifo))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"{fifo}:2:12: manifests must not be empty: list at least one image\n"
+
+
+def test_command_refuses_a_directory(tmp_path: Path) -> None:
+    result = _run_spec_command(str(tmp_path))
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == f"error: cannot read spec {tmp_path}: Is a directory\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +487,132 @@ def test_recursive_alias() -> None:
     assert problem("image: a/b:1\nmanifests: &m [{image: a/b:2}, *m]\n") == (
         "s.yaml:2:12: this alias refers to the node that contains it"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion bombs: aliases and merge keys count against the same limits, whatever their mix.
+# Each runs the command in a subprocess with a timeout that only a hang reaches.
+
+
+def _fan(name: str, level: int, fan: int = 9) -> str:
+    return ", ".join([f"*{name}{level - 1}"] * fan)
+
+
+def _merge_chain(levels: int) -> str:
+    """The issue's bomb: each level merges the one below nine times (<<: [*prev x 9])."""
+    lines = ["x-l0: &l0 {}"]
+    lines += [f"x-l{i}: &l{i} {{<<: [{_fan('l', i)}]}}" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+_TAIL = "image: a/b:1\nmanifests:\n  - image: a/b:2\n    platform: {<<: *%s, architecture: amd64}\n"
+
+#: name -> the spec's text
+EXPANSION_BOMBS = {
+    # 763 bytes in the issue; ran for days. Every level's own mapping is empty, so no value is
+    # built: only the merges themselves can count.
+    "merge-chain": _merge_chain(11) + _TAIL % "l11",
+    # Merge keys whose value is an alias of a list of aliases of merged mappings.
+    "merge-of-aliases-of-merges": (
+        "x-m0: &m0 {}\n"
+        + "".join(
+            f"x-s{i}: &s{i} [{_fan('m', i)}]\nx-m{i}: &m{i} {{<<: *s{i}}}\n" for i in range(1, 12)
+        )
+        + _TAIL % "m11"
+    ),
+    # Lists of aliases (each level counted as values) whose items merge a bomb of their own.
+    "merges-inside-sequences": (
+        _merge_chain(4)
+        + "x-q0: &q0 [{<<: *l4, image: a/b:2, platform: {os: linux, architecture: amd64}}]\n"
+        + "".join(f"x-q{i}: &q{i} [{_fan('q', i)}]\n" for i in range(1, 8))
+        + "image: a/b:1\nmanifests: *q7\n"
+    ),
+}
+
+
+def assert_refused_at_a_position(path: Path, message: str) -> None:
+    """The command, given the spec at ``path``, exits 2 with one line: PATH:LINE:COL: message.
+
+    Within a timeout that only a hang reaches. ``message`` is a regular expression.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "pushmanifest", "from-spec", "--dry-run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    pattern = re.escape(str(path)) + r":\d+:\d+: " + message + "\n"
+    assert re.fullmatch(pattern, result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(EXPANSION_BOMBS))
+def test_expansion_bombs_are_refused_at_a_position(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(EXPANSION_BOMBS[name])
+    assert_refused_at_a_position(
+        path,
+        r"the document expands to more than 100000 values through aliases \('\*name'\) and "
+        r"merge keys \('<<'\): a spec needs far fewer",
+    )
+
+
+def test_documents_count_against_one_limit_together() -> None:
+    # Each document expands to ~30,000 values, within the limit of one; 30 of them are not.
+    document = _merge_chain(4).replace("{}", "{os: linux}", 1) + _TAIL % "l4"
+    assert len(load(document)) == 1
+    found = problems("---\n".join([document] * 30))
+    assert len(found) == 1, found
+    # Reported at the start of the document that went past the limit, and loading stops there.
+    match = re.fullmatch(
+        r"s\.yaml:(\d+):1: the documents expand to more than 400000 values in all through "
+        r"aliases \('\*name'\) and merge keys \('<<'\): a spec needs far fewer",
+        found[0],
+    )
+    assert match, found
+    lines_per_document = document.count("\n") + 1  # and its '---'
+    assert (int(match.group(1)) - 1) % lines_per_document == 0
+
+
+def test_the_issue_bomb_is_under_a_kilobyte() -> None:
+    assert len(EXPANSION_BOMBS["merge-chain"]) < 1024
+
+
+def test_merge_chains_cannot_nest_deeper_than_the_stack(tmp_path: Path) -> None:
+    # One merge per level: no fan-out, but 2000 merges deep exhaust a recursive builder's stack.
+    chain = "".join(f"x-l{i}: &l{i} {{<<: *l{i - 1}}}\n" for i in range(1, 2000))
+    path = tmp_path / "chain.yaml"
+    path.write_text("x-l0: &l0 {k: v}\n" + chain + _TAIL % "l1999")
+    assert_refused_at_a_position(
+        path,
+        r"the document nests more than 50 levels deep; a spec needs 5 at most \(manifests, an "
+        r"entry, its platform, features\) \(through merge keys\)",
+    )
+
+
+def test_plain_alias_bomb_is_refused_at_a_position() -> None:
+    # Billion laughs, as lists of aliases: caught before merge keys were; kept so it stays so.
+    levels = "".join(f"x-a{i}: &a{i} [{_fan('a', i)}]\n" for i in range(1, 10))
+    text = "x-a0: &a0 [x]\n" + levels + "image: a/b:1\nmanifests: [*a9]\n"
+    found = problems(text)
+    assert len(found) == 1, found
+    assert re.fullmatch(r"s\.yaml:\d+:\d+: the document expands to more than 100000 .*", found[0])
+
+
+def test_a_few_merges_of_merges_load() -> None:
+    """Merge keys well within the limits: merged through aliases of merges, in sequences."""
+    (spec,) = load(
+        """
+        x-os: &os {os: linux}
+        x-amd: &amd {<<: *os, architecture: amd64}
+        x-both: &both [*amd, {variant: v8}]
+        image: a/b:1
+        manifests:
+          - {image: a/b:2, platform: *amd}
+          - {image: a/b:3, platform: {<<: *both, architecture: arm64}}
+        """
+    )
+    assert [str(e.platform) for e in spec.manifests] == ["linux/amd64", "linux/arm64/v8"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -917,3 +1187,40 @@ def test_specs_are_frozen() -> None:
     spec = ManifestListSpec(image="a/b:1", manifests=[{"image": "a/b:2"}])
     with pytest.raises(Exception):  # noqa: B017 - pydantic's own frozen error
         spec.image = Reference.parse("c/d:1")  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------
+# The package's walls: pure (no network layer), and paid for only by commands that read a spec
+
+
+def test_the_spec_package_imports_no_network_layer() -> None:
+    code = (
+        "import sys\n"
+        "import pushmanifest.spec\n"
+        "from pushmanifest.spec import load_spec_text\n"
+        "try:\n"
+        "    load_spec_text('a: [')\n"  # a syntax error loads the diagnostics too
+        "except pushmanifest.spec.SpecError:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'h11')\n"
+        "             or m.startswith(('pushmanifest.registry', 'pushmanifest.pusher',\n"
+        "                              'pushmanifest.auth', 'pushmanifest.netbackend'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_version_imports_neither_the_spec_nor_pydantic() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pushmanifest", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "pushmanifest.cli" in imported  # the listing is what was imported
+    assert not {m for m in imported if m.split(".")[0] in ("pydantic", "yaml")}
+    assert not {m for m in imported if m.startswith("pushmanifest.spec")}

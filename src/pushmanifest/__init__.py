@@ -31,6 +31,7 @@ _EXPORTS = {
     "RegistryClient": "registry",
     "load_spec_file": "spec",
     "load_spec_text": "spec",
+    "load_spec_stream": "spec",
     "ManifestListSpec": "spec",
     "ManifestEntrySpec": "spec",
     "Reference": "reference",
@@ -83,6 +84,7 @@ __all__ = [
     "inspect",
     "inspect_async",
     "load_spec_file",
+    "load_spec_stream",
     "load_spec_text",
     "push",
     "push_async",
@@ -110,7 +112,13 @@ if TYPE_CHECKING:
     from .pusher import PushedEntry, PushOptions, PushResult, push, push_async
     from .reference import Reference
     from .registry import ClientOptions, RegistryClient
-    from .spec import ManifestEntrySpec, ManifestListSpec, load_spec_file, load_spec_text
+    from .spec import (
+        ManifestEntrySpec,
+        ManifestListSpec,
+        load_spec_file,
+        load_spec_stream,
+        load_spec_text,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushmanifest")
 
-COMMANDS = ("from-spec", "from-args", "inspect")
+COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
@@ -37,15 +37,19 @@ usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|o
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
                     [the options of from-spec but SPEC]
        pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
+       pushmanifest validate [--allow-unset-env] SPEC [SPEC ...]
+       pushmanifest schema
 
 Push multi-architecture manifest lists (Docker manifest list v2, OCI image index).
 
 commands:
   from-spec SPEC...   push the list(s) described by YAML spec files
   from-args           push a list of an image per platform, named by a template
-                      (OS, ARCH, VARIANT in --template are replaced per platform)
+                      (OS, ARCH, VARIANT, DOCKERARCH in --template are replaced)
   inspect IMAGE       show what a tag or digest holds: a list's entries, or an image's
                       platform and layers (--raw: the registry's exact bytes)
+  validate SPEC...    check spec files without a network (exit 2 on any problem)
+  schema              print the JSON Schema of a spec file (for editors)
 
 "push from-spec" and "push from-args" (manifest-tool's spelling) work too.
 Options may stand before or after the command. "pushmanifest COMMAND --help" lists them all.
@@ -91,7 +95,11 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--insecure", action="store_true", help="do not verify TLS certificates (dangerous)"
     )
-    group.add_argument("--ca-file", metavar="PATH", help="trust this CA bundle for TLS")
+    group.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="trust the CA certificate(s) of this file (PEM or DER) too, besides the system's",
+    )
     group.add_argument(
         "--timeout",
         type=float,
@@ -202,7 +210,9 @@ def _from_args_parser() -> argparse.ArgumentParser:
         description="Push a manifest list of one image per platform, as manifest-tool's "
         "from-args: each platform's image is --template with the words OS, ARCH and VARIANT "
         "replaced by its values (whole uppercase words, every occurrence; an empty variant "
-        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64).",
+        "takes a separator left dangling with it: app:ARCH-VARIANT gives app:amd64). DOCKERARCH is "
+        "Docker Hub's name of the platform: amd64, arm32v6, arm32v7, arm64v8, i386, ppc64le, "
+        "s390x, riscv64, mips64le, windows-amd64.",
         epilog="example: pushmanifest from-args --platforms linux/amd64,linux/arm/v7 "
         "--template user/app:OS-ARCH-VARIANT --target user/app:1.0 --tags latest",
     )
@@ -217,7 +227,7 @@ def _from_args_parser() -> argparse.ArgumentParser:
         "--template",
         required=True,
         metavar="IMAGE",
-        help="each platform's source image, with OS, ARCH and VARIANT in it",
+        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it",
     )
     parser.add_argument(
         "--target",
@@ -255,10 +265,41 @@ def _inspect_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _validate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest validate",
+        description="Check spec files as from-spec would load them, without a network: YAML, "
+        "keys, references, tags, platforms, duplicates, ${VAR}; and that no tag is pushed by "
+        "two lists. Every problem is printed as FILE:LINE:COL: message (exit status 2); a "
+        "valid set prints one summary line.",
+    )
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
+    parser.add_argument(
+        "--allow-unset-env",
+        action="store_true",
+        help="an unset ${VAR} without default is not a problem (for CI variables not set where "
+        "the hook runs); the rest of its value is still checked",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _schema_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushmanifest schema",
+        description="Print the JSON Schema (draft 2020-12) of a spec file, for editors: "
+        "# yaml-language-server: $schema=<url or path of this file>",
+    )
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
 _PARSERS = {
     "from-spec": _from_spec_parser,
     "from-args": _from_args_parser,
     "inspect": _inspect_parser,
+    "validate": _validate_parser,
+    "schema": _schema_parser,
 }
 
 
@@ -333,7 +374,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_intermixed_args(rest)
     except SystemExit as exc:
         return int(exc.code or 0)
-    run = {"from-spec": _run_from_spec, "from-args": _run_from_args, "inspect": _run_inspect}
+    run = {
+        "from-spec": _run_from_spec,
+        "from-args": _run_from_args,
+        "inspect": _run_inspect,
+        "validate": _run_validate,
+        "schema": _run_schema,
+    }
     with _logging_to(sys.stderr, args.debug):
         try:
             return run[command](args)
@@ -383,7 +430,7 @@ def _report(exc: PushManifestError, debug: bool) -> None:
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from .spec import load_spec_file, load_spec_text
+    from .spec import load_spec_file, load_spec_stream
 
     options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
     specs = []
@@ -391,7 +438,7 @@ def _run_from_spec(args: argparse.Namespace) -> int:
     for path in args.specs:
         try:
             if path == "-":
-                specs.extend(load_spec_text(sys.stdin.read(), "<stdin>"))
+                specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
             else:
                 specs.extend(load_spec_file(path))
         except SpecError as exc:
@@ -419,6 +466,27 @@ def _run_from_args(args: argparse.Namespace) -> int:
         annotations=parse_annotations(args.annotations),
     )
     return _push_and_print([spec], _push_options(args), as_json=args.json)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_specs
+
+    report = validate_specs(
+        args.specs, allow_unset_env=args.allow_unset_env, read_stdin=sys.stdin.read
+    )
+    if report.problems:
+        for problem in report.problems:
+            sys.stderr.write(f"{problem}\n")
+        return 2
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -482,7 +550,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
 
     if args.insecure:
         log.warning("--insecure: TLS certificates are not verified")
-    return ClientOptions(
+    options = ClientOptions(
         plain_http=args.plain_http,
         insecure=args.insecure,
         ca_file=args.ca_file,
@@ -490,6 +558,11 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
         max_concurrency=args.max_concurrency,
         retries=args.retries,
     )
+    try:
+        _ = options.tls_verify  # reads --ca-file now: a bad one stops the run before any request
+    except InputError as exc:
+        raise InputError(f"--ca-file: {exc}") from None
+    return options
 
 
 def _credentials(args: argparse.Namespace) -> Optional[Credentials]:

@@ -21,6 +21,12 @@ The placeholders take the platform's text as written in ``--platforms`` (``linux
 gives ``aarch64``: the tags of images built per ``uname -m`` say so); the list's entry gets the
 normalized platform (``arm64``, with a notice), as a spec would.
 
+``DOCKERARCH`` is the platform's name among Docker Hub's official images, the tag and namespace
+names of per-architecture images (``arm32v7/alpine``, ``app:arm64v8``): ``amd64``, ``arm32v5``,
+``arm32v6``, ``arm32v7``, ``arm64v8``, ``i386``, ``mips64le``, ``ppc64le``, ``riscv64``,
+``s390x``, ``windows-amd64`` (see :data:`DOCKER_ARCHITECTURES`). It is taken from the normalized
+platform (``linux/aarch64`` gives ``arm64v8``); a platform without such a name is an input error.
+
 manifest-tool replaces only the first occurrence of each placeholder, anywhere, even inside
 another word (its ``HOST`` becomes ``HlinuxT``); for templates where that difference does not
 show, both give the same list.
@@ -43,13 +49,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushmanifest")
 
-PLACEHOLDERS = ("OS", "ARCH", "VARIANT")
+PLACEHOLDERS = ("OS", "ARCH", "VARIANT", "DOCKERARCH")
+
+#: Docker Hub's architecture names (docker-library's bashbrew: the official images' per-arch
+#: namespaces and tags) by normalized (os, architecture, variant).
+DOCKER_ARCHITECTURES: Mapping[tuple[str, str, str], str] = {
+    ("linux", "amd64", ""): "amd64",
+    ("linux", "arm", "v5"): "arm32v5",
+    ("linux", "arm", "v6"): "arm32v6",
+    ("linux", "arm", "v7"): "arm32v7",
+    ("linux", "arm64", ""): "arm64v8",
+    ("linux", "arm64", "v8"): "arm64v8",
+    ("linux", "386", ""): "i386",
+    ("linux", "mips64le", ""): "mips64le",
+    ("linux", "ppc64le", ""): "ppc64le",
+    ("linux", "riscv64", ""): "riscv64",
+    ("linux", "s390x", ""): "s390x",
+    ("windows", "amd64", ""): "windows-amd64",
+}
 
 #: A word: what a placeholder must be the whole of (letters and digits; '_' separates).
 _WORD = re.compile(r"[A-Za-z0-9]+")
 #: A word made only of placeholders, and the placeholders in it.
-_PLACEHOLDER_WORD = re.compile(r"(?:OS|ARCH|VARIANT)+")
-_PLACEHOLDER = re.compile(r"OS|ARCH|VARIANT")
+_PLACEHOLDER_WORD = re.compile(r"(?:DOCKERARCH|OS|ARCH|VARIANT)+")
+_PLACEHOLDER = re.compile(r"DOCKERARCH|OS|ARCH|VARIANT")
 _SEPARATORS = "-_."
 
 
@@ -116,13 +139,41 @@ def has_placeholder(template: str) -> bool:
     return any(_PLACEHOLDER_WORD.fullmatch(m.group()) for m in _WORD.finditer(template))
 
 
+def docker_architecture(platform: Platform) -> str:
+    """Docker Hub's name of ``platform`` (``arm32v7`` for linux/arm/v7): ``DOCKERARCH``.
+
+    Raises :class:`~pushmanifest.InvalidPlatformError` for a platform Docker Hub has no name for.
+    """
+    name = DOCKER_ARCHITECTURES.get((platform.os, platform.architecture, platform.variant))
+    if name is not None:
+        return name
+    hint = ""
+    if (platform.os, platform.architecture) == ("linux", "arm") and not platform.variant:
+        hint = ": give the variant (linux/arm/v7 is arm32v7, linux/arm/v6 arm32v6)"
+    else:
+        known = ", ".join(sorted(set(DOCKER_ARCHITECTURES.values())))
+        hint = f" (it has: {known})"
+    raise InvalidPlatformError(
+        f"DOCKERARCH: Docker Hub has no architecture name for {platform}{hint}",
+        field="architecture",
+    )
+
+
 def expand_template(template: str, os: str, architecture: str, variant: str = "") -> str:
-    """Replace the placeholders ``OS``, ``ARCH`` and ``VARIANT`` in ``template`` (pure text).
+    """Replace the placeholders ``OS``, ``ARCH``, ``VARIANT`` and ``DOCKERARCH`` in ``template``.
 
     Only whole words made of placeholders are replaced; an empty variant takes a separator
-    (``-``, ``_``, ``.``) left dangling with it. See the module's documentation.
+    (``-``, ``_``, ``.``) left dangling with it. See the module's documentation. ``DOCKERARCH``
+    normalizes the platform first (InvalidPlatformError where it has no Docker Hub name).
     """
     values = {"OS": os, "ARCH": architecture, "VARIANT": variant}
+
+    def value(placeholder: str) -> str:
+        if placeholder == "DOCKERARCH" and placeholder not in values:
+            platform, _ = normalize_platform(os, architecture, variant)
+            values[placeholder] = docker_architecture(platform)
+        return values[placeholder]
+
     out: list[str] = []
     pos = 0
     drop_separator_at = -1  # index in template of a separator to skip (after an empty word)
@@ -137,7 +188,7 @@ def expand_template(template: str, os: str, architecture: str, variant: str = ""
         if not _PLACEHOLDER_WORD.fullmatch(word):
             out.append(word)
             continue
-        replaced = _PLACEHOLDER.sub(lambda m: values[m.group()], word)
+        replaced = _PLACEHOLDER.sub(lambda m: value(m.group()), word)
         if replaced:
             out.append(replaced)
             continue
@@ -197,7 +248,8 @@ def spec_from_args(
     """The list spec manifest-tool's ``from-args`` describes: a source per platform.
 
     ``platforms``: ``os/arch[/variant]`` items (a string, comma-separated, or several);
-    ``template``: the source image of each platform, with ``OS``, ``ARCH``, ``VARIANT``;
+    ``template``: the source image of each platform, with ``OS``, ``ARCH``, ``VARIANT`` or
+    ``DOCKERARCH`` (Docker Hub's name: ``arm32v7``);
     ``target``: the list to push (``latest`` when it has no tag); ``tags``: more tags for it;
     ``annotations``: the list's (an OCI index's: a Docker list has none, the push refuses them).
 
@@ -217,14 +269,17 @@ def spec_from_args(
     parsed = parse_platforms(platforms)
     if not has_placeholder(template):
         raise InputError(
-            f"template {template!r} has none of the placeholders OS, ARCH, VARIANT (uppercase, "
-            "whole words), so every platform would name the same image: "
-            "e.g. registry.example.com/app:OS-ARCH-VARIANT"
+            f"template {template!r} has none of the placeholders OS, ARCH, VARIANT, DOCKERARCH "
+            "(uppercase, whole words), so every platform would name the same image: "
+            "e.g. registry.example.com/app:OS-ARCH-VARIANT or user/app:DOCKERARCH"
         )
     entries = []
     named: dict[Reference, PlatformArg] = {}
     for item in parsed:
-        text = expand_template(template, item.os, item.architecture, item.variant)
+        try:
+            text = expand_template(template, item.os, item.architecture, item.variant)
+        except InvalidPlatformError as exc:
+            raise InvalidPlatformError(f"platform {item.text!r}: {exc}", field=exc.field) from None
         try:
             image = Reference.parse(text)
         except InvalidReferenceError as exc:

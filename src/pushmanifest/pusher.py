@@ -38,8 +38,9 @@ from .manifest import (
     json_object,
 )
 from .platform import Platform
+from .quirks import put_when_settled
 from .reference import Reference
-from .registry import ClientOptions, RegistryClient
+from .registry import ClientOptions, RegistryClient, UploadRestart
 
 if TYPE_CHECKING:
     from .auth import DockerConfig
@@ -318,8 +319,11 @@ class _Run:
         targets = [] if dry_run and not self.options.append else _all_targets(specs)
         wanted = _unique([*heads, *targets])
         found = dict(zip(wanted, await _gather(self._head(ref) for ref in wanted)))
+        await self._confirm_missing(heads, found)
         if self.options.wait:
-            found.update(await self._wait_for_sources([r for r in heads if found[r] is None]))
+            # After the one confirming GET: a source still missing is polled with HEADs.
+            missing = _unique(ref for ref in heads if found[ref] is None)
+            found.update(await self._wait_for_sources(missing))
 
         present = [self._present_sources(spec, found) for spec in specs]
         # Only now, and only where needed: lists, configs, the list to append to (GETs).
@@ -409,12 +413,40 @@ class _Run:
             delay = min(delay * 2, WAIT_MAX_DELAY)
         return appeared
 
+    async def _confirm_missing(
+        self, sources: list[Reference], found: dict[Reference, Optional[Descriptor]]
+    ) -> None:
+        """Some proxies and caches answer HEAD on manifests with 404 while GET works: the first
+        source a registry says is missing gets one GET. Where that GET finds it, the registry is
+        read with GETs from then on and its other missing sources are asked again; where it does
+        not, its HEADs are trusted. So a missing source costs at most one GET per registry (a GET
+        counts against pull quotas), and only sources: a missing one ends the run anyway."""
+        missing = _unique(ref for ref in sources if found.get(ref) is None)
+        first: dict[str, Reference] = {}
+        for ref in missing:
+            first.setdefault(ref.registry, ref)
+        confirmed = await _gather(
+            self.client(ref.registry).confirm_absent(ref.repository, ref.identifier)
+            for ref in first.values()
+        )
+        found.update((ref, d) for ref, d in zip(first.values(), confirmed) if d is not None)
+        again = [
+            ref
+            for ref in missing
+            if ref not in first.values() and found[first[ref.registry]] is not None
+        ]
+        found.update(zip(again, await _gather(self._head(ref) for ref in again)))
+
     async def _head(self, ref: Reference) -> Optional[Descriptor]:
         return await self.client(ref.registry).head_manifest(ref.repository, ref.identifier)
 
     async def _put(self, ref: Reference, manifest_list: ManifestList) -> str:
-        digest = await self.client(ref.registry).put_manifest(
-            ref.repository, ref.identifier, manifest_list.data, manifest_list.media_type
+        digest = await put_when_settled(
+            self.client(ref.registry),
+            ref.repository,
+            ref.identifier,
+            manifest_list.data,
+            manifest_list.media_type,
         )
         log.info("pushed %s to %s", digest, ref.familiar())
         return digest
@@ -818,7 +850,7 @@ class _Run:
             for blob in blobs
             if isinstance(blob, dict) and isinstance(blob.get("digest"), str)
         )
-        await client.put_manifest(target.repository, child.digest, data, child.media_type)
+        await put_when_settled(client, target.repository, child.digest, data, child.media_type)
         log.info("copied %s into %s", f"{source.familiar()}@{child.digest}", target.name)
         return b""
 
@@ -836,16 +868,27 @@ class _Run:
             return
         else:
             location = await client.start_upload(target.repository)
-        try:
-            blob = self.client(source.registry).open_blob(source.repository, digest)
-            async with self._copy_slots, blob as chunks:
-                if size >= PROGRESS_MIN_BYTES:
-                    chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
-                await client.upload_blob(location, digest, size, chunks, image)
-        except BaseException:
-            # Never leave an upload session we opened dangling.
-            await client.delete_upload(location)
-            raise
+        for attempt in (1, 2):
+            try:
+                blob = self.client(source.registry).open_blob(source.repository, digest)
+                async with self._copy_slots, blob as chunks:
+                    if size >= PROGRESS_MIN_BYTES:
+                        chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
+                    await client.upload_blob(location, digest, size, chunks, image)
+                return
+            except UploadRestart:
+                await client.delete_upload(location)
+                if attempt == 2:
+                    raise
+                # A token refused mid-upload and fetched again (GCR, Quay: "cannot reuse body",
+                # estesp/manifest-tool#122, #156): a streamed body cannot be resent, so the copy
+                # starts over in a new session, with the new token.
+                log.info("%s: token renewed mid-upload; copying %s again", target.registry, digest)
+                location = await client.start_upload(target.repository)
+            except BaseException:
+                # Never leave an upload session we opened dangling.
+                await client.delete_upload(location)
+                raise
 
 
 #: Blobs at least this large report their progress on stderr while they are copied.

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -68,6 +69,17 @@ class ClientOptions:
     transport: Optional[httpx.AsyncBaseTransport] = None
     user_agent: str = "pushmanifest"
 
+    @functools.cached_property
+    def tls_verify(self) -> Union[ssl.SSLContext, bool]:
+        """How the run's clients verify TLS: False with ``insecure``, else one context shared by
+        every client of these options, trusting the system store plus ``ca_file`` (see
+        :mod:`pushmanifest.tls`). Raises InputError for an unreadable ``ca_file``."""
+        if self.insecure:
+            return False
+        from .tls import client_context
+
+        return client_context(self.ca_file)
+
 
 class RegistryClient:
     """Talks to one registry. Use as an async context manager, or call :meth:`aclose`."""
@@ -96,6 +108,8 @@ class RegistryClient:
             self._scheme = "https"
         self._ping_lock = asyncio.Lock()
         self._pinged = False
+        #: Learnt in this run: the registry refuses HEAD on manifests; GET instead.
+        self._head_refused = False
         self._limit = asyncio.Semaphore(max(1, self.options.max_concurrency))
         self._client = self._make_client()
 
@@ -105,13 +119,7 @@ class RegistryClient:
 
     def _make_client(self) -> httpx.AsyncClient:
         opts = self.options
-        verify: ssl.SSLContext | bool
-        if opts.insecure:
-            verify = False
-        elif opts.ca_file:
-            verify = ssl.create_default_context(cafile=opts.ca_file)
-        else:
-            verify = True
+        verify = opts.tls_verify
         limit = max(1, opts.max_concurrency)
         client = httpx.AsyncClient(
             auth=self.auth,
@@ -215,6 +223,8 @@ class RegistryClient:
         A HEAD does not count against Docker Hub's pull rate limit; a GET does.
         """
         image = self.image(repository, reference)
+        if self._head_refused:
+            return await self._get_as_head(repository, reference)
         response, _ = await self._api(
             "HEAD",
             f"{repository}/manifests/{reference}",
@@ -223,6 +233,9 @@ class RegistryClient:
             image=image,
             cap=MAX_ERROR_BYTES,
         )
+        if response.status_code in (405, 501):
+            self._refuse_head(response.status_code)
+            return await self._get_as_head(repository, reference)
         if response.status_code == 404:
             return None
         self._raise_for_status(response, "resolve", image)
@@ -240,6 +253,39 @@ class RegistryClient:
                 image=image,
             )
         return Descriptor(media_type=media_type, digest=digest, size=int(length))
+
+    async def confirm_absent(self, repository: str, reference: str) -> Optional[Descriptor]:
+        """After a HEAD said 404: a GET, for registries whose HEAD says 404 while GET works.
+
+        Returns the descriptor when the GET finds the manifest (and reads manifests with GET
+        for the rest of the run), None when it is absent indeed.
+        """
+        if self._head_refused:
+            return None  # that answer came from a GET already
+        found = await self._get_as_head(repository, reference)
+        if found is not None:
+            self._refuse_head(404)
+        return found
+
+    def _refuse_head(self, status: int) -> None:
+        if self._head_refused:
+            return
+        self._head_refused = True
+        log.warning(
+            "%s answers HEAD on manifests with %d but GET works: reading manifests with GET for "
+            "the rest of this run (a GET counts against pull quotas such as Docker Hub's)",
+            self.host,
+            status,
+        )
+
+    async def _get_as_head(self, repository: str, reference: str) -> Optional[Descriptor]:
+        try:
+            _, descriptor = await self.get_manifest(repository, reference)
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return descriptor
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Descriptor]:
         """The manifest's exact bytes, checked against the digest asked for or announced."""
@@ -464,7 +510,11 @@ class RegistryClient:
                     method, url, operation, image, cap, headers, params, content, auth
                 )
             except NetworkError as exc:
-                if attempt == attempts or _is_tls_protocol_error(exc.__cause__):
+                if (
+                    attempt == attempts
+                    or _is_tls_protocol_error(exc.__cause__)
+                    or _is_certificate_error(exc.__cause__)
+                ):
                     raise
                 cause = exc.__cause__
                 if isinstance(cause, httpx.TransportError):
@@ -525,6 +575,17 @@ class RegistryClient:
                     await response.aclose()
             except AuthenticationError:
                 raise
+            except httpx.StreamConsumed as exc:
+                # The auth flow met a 401 (a token refused mid-run, as GCR and Quay do) and would
+                # send again a body that was streamed: the caller starts the upload over.
+                raise UploadRestart(
+                    f"cannot {operation} {image}: the registry refused the token in the middle "
+                    "of a streamed upload (the upload was started over once)",
+                    operation=operation,
+                    image=image,
+                    user=self.user,
+                    status=401,
+                ) from exc
             except httpx.TransportError as exc:
                 raise NetworkError(
                     f"cannot {operation} {image}: {_describe_transport_error(exc, self.host)}",
@@ -552,6 +613,10 @@ class RegistryClient:
             user=self.user,
             rate_limit=rate_limit(response.headers),
         )
+
+
+class UploadRestart(RegistryError):
+    """A streamed upload met a 401 and a fresh token: its body cannot be sent again as is."""
 
 
 def decode_error(
@@ -642,6 +707,8 @@ def _error_code_and_message(body: bytes) -> tuple[Optional[str], str]:
             code = str(first.get("code", "")) or None
             message = str(first.get("message", "") or "")
             detail = first.get("detail")
+            if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+                detail = detail["message"]  # Quay: "detail": {"message": "..."}
             if isinstance(detail, (str, int)) and str(detail) and str(detail) not in message:
                 message = f"{message}: {detail}" if message else str(detail)
             return code, message[:300]
@@ -713,6 +780,18 @@ def _is_tls_protocol_error(exc: Optional[BaseException]) -> bool:
     text = str(exc).lower()
     markers = ("wrong version number", "record layer failure", "unexpected eof", "http request")
     return isinstance(exc, httpx.ConnectError) and any(m in text for m in markers)
+
+
+def _is_certificate_error(exc: Optional[BaseException]) -> bool:
+    """True when the server's certificate was refused: permanent, so never retried."""
+    seen = exc
+    for _ in range(32):  # a chain is short; a cycle must not hang us
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -481,6 +481,15 @@ class TokenAuth(httpx.Auth):
                 self._evict(used)
             self.add_scopes(asked)
             return _Plan("bearer", realm, service, self.scopes)
+        known = self._hosts.get(origin)
+        static = creds is not None and creds.registry_token
+        if not challenges and known is not None and known.scheme == "bearer" and not static:
+            # Harbor answers some 401s without a challenge (goharbor/harbor#12192, #18305): the
+            # one learnt before still holds, and the token sent is presumably stale: one fresh
+            # token, once (the caller decodes the 401 if that is refused too).
+            if isinstance(used, _Token):
+                self._evict(used)
+            return _Plan("bearer", known.realm, known.service, self.scopes)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
         if basic is not None and creds is not None and creds.has_basic:
             self._hosts[origin] = _HostAuth("basic")

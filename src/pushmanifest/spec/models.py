@@ -1,0 +1,398 @@
+"""The spec's pydantic models, and the validators that expand ``${VAR}`` and normalize values.
+
+While loading YAML, validation runs with a :class:`LoadContext` (the environment; notices to
+place at positions). Models built in code run without one: no expansion, notices logged as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Optional, cast
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import Self, TypeAlias
+
+from ..errors import InvalidPlatformError, InvalidReferenceError, SpecError
+from ..platform import Platform, normalize_platform
+from ..reference import Reference
+from .problems import CODE_FILENAME, Loc, validation_problems
+from .variables import expand
+
+__all__ = [
+    "CONTEXT_KEY",
+    "LoadContext",
+    "ManifestEntrySpec",
+    "ManifestListSpec",
+    "PlatformSpec",
+    "duplicate_platforms",
+]
+
+log = logging.getLogger("pushmanifest")
+
+CONTEXT_KEY = "pushmanifest.spec"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation context: present only while loading YAML
+
+
+@dataclass
+class LoadContext:
+    env: Mapping[str, str]
+    # Notices at a fixed path (the target's default tag).
+    notices: list[tuple[Loc, str]] = field(default_factory=list)
+    # Platform notices, keyed by id() of the raw mapping they came from: a platform validator
+    # does not know where in the document it is, but the loader knows where each mapping was.
+    platform_notices: dict[int, list[tuple[Optional[str], str]]] = field(default_factory=dict)
+
+
+def _load_context(info: ValidationInfo) -> Optional[LoadContext]:
+    context = info.context
+    if isinstance(context, dict):
+        found = context.get(CONTEXT_KEY)
+        if isinstance(found, LoadContext):
+            return found
+    return None
+
+
+def _problem_error(message: str, *, key: Optional[str] = None, whole: bool = False) -> Exception:
+    """A validation error carrying our own message.
+
+    ``key`` names a key under the failing node to point at; ``whole`` says the message already
+    names its subject, so it gets no path prefix.
+    """
+    return PydanticCustomError(
+        "spec", "{message}", {"message": message, "key": key, "whole": whole}
+    )
+
+
+def _not_text_error() -> Exception:
+    return PydanticCustomError("not_text", "a string is expected")
+
+
+def _expanded(value: str, info: ValidationInfo) -> str:
+    context = _load_context(info)
+    if context is None:
+        return value
+    try:
+        return expand(value, context.env)
+    except ValueError as exc:
+        raise _problem_error(str(exc)) from None
+
+
+def _from_note(raw: str, text: str) -> str:
+    return "" if raw == text else f" (expanded from {raw!r})"
+
+
+def _parse_reference(value: Any, info: ValidationInfo) -> tuple[Reference, str]:
+    """The reference and the text it was parsed from (after ${VAR} expansion)."""
+    if isinstance(value, Reference):
+        return value, str(value)
+    if not isinstance(value, str):
+        raise _not_text_error()
+    text = _expanded(value, info)
+    try:
+        return Reference.parse(text), text
+    except InvalidReferenceError as exc:
+        raise _problem_error(f"{exc}{_from_note(value, text)}") from None
+
+
+def _source_reference(value: Any, info: ValidationInfo) -> Reference:
+    return _parse_reference(value, info)[0]
+
+
+def _target_reference(value: Any, info: ValidationInfo) -> Reference:
+    ref, text = _parse_reference(value, info)
+    if ref.digest:
+        example = ref.with_tag(ref.tag or "latest").familiar()
+        raise _problem_error(
+            f"the target cannot be a digest reference ({text!r}): a list is pushed to a tag, "
+            f"e.g. '{example}'"
+        )
+    if ref.tag is None:
+        tagged = ref.with_tag("latest")
+        notice = f"no tag on target {text!r}: pushing to {tagged.familiar()!r}"
+        context = _load_context(info)
+        if context is None:
+            log.info("%s", notice)
+        else:
+            context.notices.append((("image",), notice))
+        ref = tagged
+    return ref
+
+
+@lru_cache(maxsize=1)
+def _tag_probe() -> Reference:
+    return Reference.parse("pushmanifest.invalid/tag-check")
+
+
+def _tag(value: Any, info: ValidationInfo) -> str:
+    if not isinstance(value, str):
+        raise _not_text_error()
+    text = _expanded(value, info)
+    try:
+        _tag_probe().with_tag(text)
+    except InvalidReferenceError as exc:
+        raise _problem_error(f"{exc}{_from_note(value, text)}") from None
+    return text
+
+
+def _platform_input(value: Platform) -> dict[str, Any]:
+    data: dict[str, Any] = {"os": value.os, "architecture": value.architecture}
+    if value.variant:
+        data["variant"] = value.variant
+    if value.os_version:
+        data["os.version"] = value.os_version
+    if value.os_features:
+        data["os.features"] = list(value.os_features)
+    if value.features:
+        data["features"] = list(value.features)
+    return data
+
+
+def _entry_platform(value: Optional[PlatformSpec]) -> Optional[Platform]:
+    return None if value is None else value.platform
+
+
+def _reference_text(value: Reference) -> str:
+    return str(value)
+
+
+def _serialize_platform(value: Optional[Platform]) -> Optional[dict[str, object]]:
+    return None if value is None else value.to_dict()
+
+
+if TYPE_CHECKING:
+    SourceReference: TypeAlias = Reference
+    TargetReference: TypeAlias = Reference
+    TagText: TypeAlias = str
+    PlatformField: TypeAlias = Optional[Platform]
+else:
+    SourceReference = Annotated[
+        Reference,
+        PlainValidator(_source_reference),
+        PlainSerializer(_reference_text, return_type=str),
+    ]
+    TargetReference = Annotated[
+        Reference,
+        PlainValidator(_target_reference),
+        PlainSerializer(_reference_text, return_type=str),
+    ]
+    TagText = Annotated[str, PlainValidator(_tag)]
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+class _SpecModel(BaseModel):
+    """Turns pydantic's ValidationError into SpecError for models built in code."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError(validation_problems(exc, CODE_FILENAME, None)) from None
+
+    # Tells pydantic this __init__ only wraps the base one. Without it pydantic would call it for
+    # nested models too, without the validation context: no ${VAR} expansion, no positions.
+    # (RootModel marks its __init__ the same way.)
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise SpecError(validation_problems(exc, CODE_FILENAME, None)) from None
+
+
+class PlatformSpec(_SpecModel):
+    """A platform as a spec writes it, in manifest-tool's spelling or OCI's.
+
+    Validation normalizes it (aliases, known values) into :attr:`platform`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    architecture: str
+    # Optional: a partial platform (architecture only) takes the rest from the image's config.
+    os: Optional[str] = None
+    variant: Optional[str] = None
+    osversion: Optional[str] = None
+    os_version: Optional[str] = Field(None, alias="os.version")
+    osfeatures: Optional[list[str]] = None
+    os_features: Optional[list[str]] = Field(None, alias="os.features")
+    features: Optional[list[str]] = None
+
+    _platform: Optional[Platform] = PrivateAttr(None)
+
+    @property
+    def platform(self) -> Platform:
+        assert self._platform is not None  # set by the validator, always
+        return self._platform
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _normalize(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> PlatformSpec:
+        if isinstance(data, Platform):
+            data = _platform_input(data)
+        spec = cast(PlatformSpec, handler(data))
+        keys = [k for k in data if isinstance(k, str)] if isinstance(data, Mapping) else []
+        platform, notices = spec._to_platform(keys)
+        spec._platform = platform
+        context = _load_context(info)
+        if context is not None and isinstance(data, dict):
+            context.platform_notices[id(data)] = notices
+        else:
+            for _, notice in notices:
+                log.info("platform %s: %s", platform, notice)
+        return spec
+
+    def _to_platform(self, keys: list[str]) -> tuple[Platform, list[tuple[Optional[str], str]]]:
+        def given(*names: str) -> list[str]:
+            return [n for n in keys if n in names]
+
+        # Three spellings of each: manifest-tool's, OCI's, and the attribute name (for code).
+        spellings = (
+            ("osversion", "os.version", "os_version"),
+            ("osfeatures", "os.features", "os_features"),
+        )
+        for names in spellings:
+            used = given(*names)
+            if len(used) > 1:
+                raise _problem_error(
+                    f"give '{used[0]}' or '{used[1]}', not both (they are the same field)",
+                    key=used[1],
+                )
+        os_version = self.os_version if self.os_version is not None else self.osversion
+        os_features = self.os_features if self.os_features is not None else self.osfeatures
+        os_version_key = (given(*spellings[0]) or ["os.version"])[0]
+        os_features_key = (given(*spellings[1]) or ["os.features"])[0]
+        # InvalidPlatformError.field may use the attribute name or either spelling of the key.
+        key_of = {
+            "os": "os",
+            "architecture": "architecture",
+            "variant": "variant",
+            "features": "features",
+            "os_version": os_version_key,
+            "osversion": os_version_key,
+            "os.version": os_version_key,
+            "os_features": os_features_key,
+            "osfeatures": os_features_key,
+            "os.features": os_features_key,
+        }
+        try:
+            platform, notices = normalize_platform(
+                self.os or "",
+                self.architecture,
+                self.variant or "",
+                os_version=os_version or "",
+                os_features=tuple(os_features or ()),
+                features=tuple(self.features or ()),
+            )
+        except InvalidPlatformError as exc:
+            key = key_of.get(exc.field or "", exc.field)
+            raise _problem_error(str(exc), key=key if key in keys else None) from None
+        values = {
+            "architecture": self.architecture,
+            "os": self.os or "",
+            "variant": self.variant or "",
+            os_version_key: os_version or "",
+        }
+        return platform, [(_notice_key(n, values, keys), n) for n in notices]
+
+
+def _notice_key(notice: str, values: Mapping[str, str], keys: list[str]) -> Optional[str]:
+    """The key a platform notice is about, to log it at that key's position."""
+    for key, value in values.items():
+        if key in keys and (notice.startswith(f"{key} ") or (value and f"'{value}'" in notice)):
+            return key
+    return None
+
+
+if not TYPE_CHECKING:
+    # Validated as the input model, stored as the normalized Platform the rest of the code uses.
+    PlatformField = Annotated[
+        Optional[PlatformSpec],
+        AfterValidator(_entry_platform),
+        PlainSerializer(_serialize_platform, return_type=Optional[dict[str, object]]),
+    ]
+
+
+class ManifestEntrySpec(_SpecModel):
+    """One image of a list: the source and, unless it is to be read from the image, its platform."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: SourceReference
+    platform: PlatformField = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ManifestListSpec(_SpecModel):
+    """One manifest list to push: the target, extra tags, and its entries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: TargetReference
+    tags: list[TagText] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    manifests: list[ManifestEntrySpec]
+    origin: str = ""
+
+    @field_validator("manifests")
+    @classmethod
+    def _not_empty(cls, value: list[ManifestEntrySpec]) -> list[ManifestEntrySpec]:
+        if not value:
+            raise _problem_error("manifests must not be empty: list at least one image", whole=True)
+        return value
+
+    @model_validator(mode="after")
+    def _no_duplicate_platforms(self) -> Self:
+        pairs = duplicate_platforms(list(enumerate(e.platform for e in self.manifests)))
+        if pairs:
+            message = "; ".join(
+                f"manifests[{later}] has platform {text}, as manifests[{earlier}] has"
+                for later, earlier, text in pairs
+            )
+            raise PydanticCustomError(
+                "duplicate_platform", "{message}", {"message": message, "pairs": pairs}
+            )
+        return self
+
+
+def duplicate_platforms(
+    platforms: list[tuple[int, Optional[Platform]]],
+) -> list[tuple[int, int, str]]:
+    """(later index, earlier index, platform) for each entry whose platform another has."""
+    seen: dict[Any, int] = {}
+    pairs: list[tuple[int, int, str]] = []
+    for index, platform in platforms:
+        if platform is None:
+            continue  # read from the image at push time, checked there
+        key = platform.key()
+        if key in seen:
+            pairs.append((index, seen[key], str(platform)))
+        else:
+            seen[key] = index
+    return pairs
