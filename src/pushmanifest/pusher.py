@@ -685,7 +685,7 @@ class _Run:
         """Write a merged list so that a concurrent --append to the same tag does not lose ours.
 
         Registries have no compare-and-swap. So: re-read the tag just before writing (merging
-        anew if it changed since our read); after writing, re-read it twice after a settle time;
+        anew if it changed since our read); after writing, re-read it after a settle time;
         where it no longer holds our entries (a run that read before our write wrote after it),
         merge into what it holds and write again, after a jittered backoff, at most
         APPEND_ROUNDS times. A run whose entries were overwritten fixes its own loss, so every run
@@ -798,7 +798,7 @@ class _Run:
         written: ManifestList,
         cycle: float,
     ) -> tuple[list[PushedEntry], Optional[_ExistingList]]:
-        """After our write: our entries the tag lost, and the list it holds (re-read twice).
+        """After our write: our entries the tag lost, and the list it holds then.
 
         The settle time outlasts a concurrent run's read-to-write gap, which is about one of our
         own read-and-write cycles: a run that read before our write has written by then.
