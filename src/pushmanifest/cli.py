@@ -11,9 +11,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Optional, TextIO
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, TypeVar
 
 from . import __version__
 from .errors import InputError, PushManifestError, SpecError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .spec import ManifestListSpec
 
 log = logging.getLogger("pushmanifest")
+T = TypeVar("T")
 
 COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 
@@ -383,13 +385,85 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     with _logging_to(sys.stderr, args.debug):
         try:
-            return run[command](args)
+            with _sigterm_as_interrupt():
+                return run[command](args)
         except PushManifestError as exc:
             _report(exc, args.debug)
             return exc.exit_code
-        except KeyboardInterrupt:
-            sys.stderr.write("interrupted\n")
-            return 130
+        except KeyboardInterrupt as exc:
+            # SIGTERM as SIGINT: uploads cancelled, what was written printed, one line.
+            signum = getattr(exc, "signum", signal.SIGINT)
+            sys.stderr.write("terminated\n" if signum == signal.SIGTERM else "interrupted\n")
+            return 128 + int(signum)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """A signal stopped the command (SIGINT or SIGTERM, in ``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, ``docker stop``) stops the command as Ctrl-C does."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise _Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_interruptibly(start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``start()`` on an event loop where SIGINT and SIGTERM cancel it, cleanly.
+
+    A signal cancels the run's task (its uploads end and delete their sessions, see
+    RegistryClient.upload_blob) and then raises :class:`_Interrupted`; a second signal stops at
+    once.
+    """
+    import asyncio
+
+    async def run() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            if received:
+                raise _Interrupted(received[0])
+            received.append(signum)
+            task.cancel()
+
+        installed = []
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                pass
+        try:
+            return await start()
+        except asyncio.CancelledError as exc:
+            if received:
+                raise _Interrupted(received[0]) from exc
+            raise
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, previous[sig])
+
+    return asyncio.run(run())
 
 
 def console_main() -> int:
@@ -518,9 +592,19 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _push_and_print(
     specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
 ) -> int:
-    from .pusher import push
+    from .pusher import partial_push, push_async
 
-    results = push(specs, options)
+    try:
+        results = _run_interruptibly(lambda: push_async(specs, options))
+    except BaseException as exc:
+        # Scripts read stdout: every list that was written is printed even when the run failed.
+        partial = partial_push(exc)
+        if partial is not None:
+            for result in partial.written:
+                _print_result(result, as_json=as_json)
+            for what in partial.not_written:
+                sys.stderr.write(f"not written: {what}\n")
+        raise
     for result in results:
         _print_result(result, as_json=as_json)
     return 0

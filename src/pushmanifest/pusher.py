@@ -9,6 +9,7 @@ grow with the number of architectures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -160,15 +161,49 @@ async def push_async(
     spec_list = [specs] if isinstance(specs, ManifestListSpec) else list(specs)
     opts = _merge_options(options, kwargs)
     async with _Run(opts) as run:
-        if opts.deadline is None:
-            return await run.push(spec_list)
         try:
-            return await asyncio.wait_for(run.push(spec_list), opts.deadline)
-        except asyncio.TimeoutError:
-            raise NetworkError(
-                f"the push did not finish within its deadline of {opts.deadline:g} s",
-                operation="push",
-            ) from None
+            if opts.deadline is None:
+                return await run.push(spec_list)
+            try:
+                return await asyncio.wait_for(run.push(spec_list), opts.deadline)
+            except asyncio.TimeoutError:
+                raise NetworkError(
+                    f"the push did not finish within its deadline of {opts.deadline:g} s",
+                    operation="push",
+                ) from None
+        except BaseException as exc:
+            # Failed or cancelled once lists were being written: say which were.
+            partial = run.partial()
+            if partial is not None:
+                with contextlib.suppress(AttributeError):  # an exception without a __dict__
+                    exc.pushmanifest_partial = partial  # type: ignore[attr-defined]
+            raise
+
+
+@dataclass(frozen=True)
+class PartialPush:
+    """What a run that failed (or was stopped) while writing did write.
+
+    ``written``: each list now at one or more of its tags, its ``written`` the tags this run
+    wrote (a list whose tags all held it already is complete too). ``not_written``: the lists
+    and tags that are not where the run meant to put them, as ``image[, :tag...]``.
+    """
+
+    written: tuple[PushResult, ...]
+    not_written: tuple[str, ...]
+
+
+def partial_push(exc: BaseException) -> Optional[PartialPush]:
+    """The lists a failed :func:`push` wrote before ``exc`` (or its cause); None when none."""
+    seen: Optional[BaseException] = exc
+    for _ in range(8):  # an interruption is raised from the cancellation that carries it
+        if seen is None:
+            break
+        partial = getattr(seen, "pushmanifest_partial", None)
+        if isinstance(partial, PartialPush):
+            return partial
+        seen = seen.__cause__
+    return None
 
 
 def push(
@@ -261,6 +296,9 @@ class _Run:
         # Each blob copy may hold a GET from the source and a PUT to the target at once: half
         # the per-registry bound keeps both within it, so copies cannot starve each other.
         self._copy_slots = asyncio.Semaphore(max(1, self.options.client.max_concurrency // 2))
+        #: Once writing has begun: every list's result, and the tags written so far.
+        self._writing: Optional[list[PushResult]] = None
+        self._tags_written: set[tuple[str, str, str]] = set()
 
     async def __aenter__(self) -> _Run:
         return self
@@ -341,6 +379,7 @@ class _Run:
         ]
         if dry_run:
             return results
+        self._writing = results
         await _gather(
             self._copy_entries(spec.image, entries) for spec, (_, entries) in zip(specs, built)
         )
@@ -448,8 +487,28 @@ class _Run:
             manifest_list.data,
             manifest_list.media_type,
         )
+        self._tags_written.add((ref.registry, ref.repository, ref.identifier))
         log.info("pushed %s to %s", digest, ref.familiar())
         return digest
+
+    def partial(self) -> Optional[PartialPush]:
+        """After a failure: the lists written (wholly or at some tags) and those not."""
+        if self._writing is None:
+            return None
+        written: list[PushResult] = []
+        missing: list[str] = []
+        for result in self._writing:
+            where = (result.target.registry, result.target.repository)
+            done = tuple(tag for tag in result.written if (*where, tag) in self._tags_written)
+            left = [tag for tag in result.written if tag not in done]
+            if done or not result.written:
+                written.append(dataclasses.replace(result, written=done))
+            if left:
+                name = result.target.familiar_name()
+                missing.append(", ".join([f"{name}:{left[0]}", *(f":{t}" for t in left[1:])]))
+        if not any(r.written for r in written) and not missing:
+            return None
+        return PartialPush(written=tuple(written), not_written=tuple(missing))
 
     def _present_sources(
         self, spec: ManifestListSpec, found: dict[Reference, Optional[Descriptor]]
@@ -869,25 +928,28 @@ class _Run:
         else:
             location = await client.start_upload(target.repository)
         for attempt in (1, 2):
+            uploading = False
             try:
                 blob = self.client(source.registry).open_blob(source.repository, digest)
                 async with self._copy_slots, blob as chunks:
                     if size >= PROGRESS_MIN_BYTES:
                         chunks = _with_progress(chunks, size, f"{source.familiar()} {digest[:19]}")
+                    # From here on the upload cancels its own session, at its latest Location.
+                    uploading = True
                     await client.upload_blob(location, digest, size, chunks, image)
                 return
             except UploadRestart:
-                await client.delete_upload(location)
                 if attempt == 2:
                     raise
                 # A token refused mid-upload and fetched again (GCR, Quay: "cannot reuse body",
                 # estesp/manifest-tool#122, #156): a streamed body cannot be resent, so the copy
-                # starts over in a new session, with the new token.
+                # starts over in a new session, with the new token (upload_blob cancelled the
+                # old one).
                 log.info("%s: token renewed mid-upload; copying %s again", target.registry, digest)
                 location = await client.start_upload(target.repository)
             except BaseException:
-                # Never leave an upload session we opened dangling.
-                await client.delete_upload(location)
+                if not uploading:  # never leave an upload session we opened dangling
+                    await asyncio.shield(client.delete_upload(location))
                 raise
 
 

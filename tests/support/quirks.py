@@ -492,7 +492,7 @@ class GcrProfile(Profile):
         self.realm = realm
         self.service = service
         self.revoke_left = revoke_puts
-        #: Revoke on a blob upload's PUT (a streamed body) instead of a manifest's; mounts are
+        #: Revoke on a blob upload's streamed body instead of a manifest's PUT; mounts are
         #: refused (202) so that blobs are streamed at all.
         self.on_blobs = on_blobs
 
@@ -500,8 +500,11 @@ class GcrProfile(Profile):
         if self.on_blobs and ex.method == "POST" and "mount" in ex.query:
             plain = Exchange(ex.method, ex.path, {}, ex.headers, ex.body, ex.had_content_length)
             return quirk(self.forward(plain), "gcr: mount refused (202)")
-        revocable = ("/blobs/uploads/" in ex.path) if self.on_blobs else ex.by_tag
-        if ex.method == "PUT" and revocable and ex.headers.get("Authorization"):
+        if self.on_blobs:  # the upload's streamed body: the PATCH (or a monolithic PUT)
+            revocable = "/blobs/uploads/" in ex.path and ex.method in ("PATCH", "PUT")
+        else:
+            revocable = ex.method == "PUT" and ex.by_tag
+        if revocable and ex.headers.get("Authorization"):
             with self.lock:
                 if self.revoke_left <= 0:
                     return None
