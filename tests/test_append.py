@@ -454,6 +454,12 @@ def test_append_rewrites_when_overwritten_and_gives_up_naming_the_lost_entry(
             pushmanifest.push(spec, client=FAST, append=True)
         assert "overwritten by concurrent pushes 3 times" in str(caught.value)
         assert manifest_puts(proxy, repo, "latest") == 3
+        # The run did write (and was overwritten): partial success names the list it wrote.
+        partial = pusher_module.partial_push(caught.value)
+        assert partial is not None
+        [wrote] = partial.written
+        assert wrote.written == ("latest",)
+        assert [str(e.platform) for e in wrote.entries] == ["linux/amd64", "linux/arm64"]
 
 
 def test_append_leaves_a_concurrent_newer_build_of_its_platform(

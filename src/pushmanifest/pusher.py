@@ -758,6 +758,7 @@ class _Run:
         manifest_list, entries = result.manifest_list, list(result.entries)
         holds = {ref: _digest_of(found.get(ref)) for ref in refs}
         written: list[str] = []
+        current = result
         base_digest = base.digest if base is not None else None
         for attempt in range(1, APPEND_ROUNDS + 1):
             started = time.monotonic()
@@ -770,6 +771,14 @@ class _Run:
                 manifest_list, entries = self._assemble(spec, own, base)
             holds[target] = _digest_of(head)
             puts = [r for r in refs if self.options.force or holds[r] != manifest_list.digest]
+            # What a failure from here on reports as written or not (partial success).
+            planned = tuple(_unique([*written, *(r.identifier for r in puts)]))
+            current = self._rewriting(
+                current,
+                dataclasses.replace(
+                    result, manifest_list=manifest_list, entries=tuple(entries), written=planned
+                ),
+            )
             if not puts:
                 log.info("%s already holds %s: unchanged", target.familiar(), manifest_list.digest)
                 break
@@ -819,12 +828,18 @@ class _Run:
             manifest_list, entries = self._assemble(spec, own, base)
         if attempt > 1:
             log.info("--append: %s holds our entries after %d writes", target.familiar(), attempt)
-        return dataclasses.replace(
-            result,
-            manifest_list=manifest_list,
-            entries=tuple(entries),
-            written=tuple(written),
+        return self._rewriting(
+            current,
+            dataclasses.replace(
+                result, manifest_list=manifest_list, entries=tuple(entries), written=tuple(written)
+            ),
         )
+
+    def _rewriting(self, old: PushResult, new: PushResult) -> PushResult:
+        """--append rebuilt a list while writing: partial-success reports name the new one."""
+        if self._writing is not None:
+            self._writing[:] = [new if r is old else r for r in self._writing]
+        return new
 
     async def _without_deleted(self, target: Reference, base: _ExistingList) -> _ExistingList:
         """The list without the entries whose images the repository no longer has (a HEAD
