@@ -380,7 +380,8 @@ def test_append_replaces_same_platform_and_keeps_others(open_registry: Any) -> N
         append=True,
     )
     data = check_list(open_registry, "team/append", "latest")
-    assert [e["digest"] for e in data["manifests"]] == [arm.digest, amd2.digest, riscv.digest]
+    # amd64 replaced in place (issue 9: no churn), riscv64 added at the end.
+    assert [e["digest"] for e in data["manifests"]] == [amd2.digest, arm.digest, riscv.digest]
     assert amd.digest not in {e["digest"] for e in data["manifests"]}
     assert len(result.entries) == 3
 

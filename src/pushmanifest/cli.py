@@ -34,6 +34,7 @@ COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
                     [--append] [--check-platform] [--strict-platform]
+                    [--force] [--wait SECONDS]
                     [--annotations KEY=VALUE,...] [--dry-run] [--json] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
@@ -73,6 +74,7 @@ _VALUE_OPTIONS = {
     "--target",
     "--tags",
     "--annotations",
+    "--wait",
 }
 
 
@@ -207,6 +209,19 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="merge into the list the target already holds: entries of the same platform are "
         "replaced, the others kept",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write the list even where a tag already holds the same digest",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="poll sources that do not exist yet (HEAD only) for up to SECONDS before failing "
+        "or skipping them",
     )
     parser.add_argument(
         "--check-platform",
@@ -659,6 +674,8 @@ def _push_options(args: argparse.Namespace) -> PushOptions:
         ignore_missing=args.ignore_missing,
         dry_run=args.dry_run,
         append=args.append,
+        force=args.force,
+        wait=args.wait,
         check_platform=args.check_platform,
         strict_platform=args.strict_platform,
         deadline=args.deadline,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,8 +135,13 @@ class PushOptions:
     list_type: ListType = "auto"
     ignore_missing: bool = False
     dry_run: bool = False
-    #: Merge into the list the target tag already holds: same platform replaced, others kept.
+    #: Merge into the list the target tag already holds: same platform replaced in place,
+    #: others kept; the tag is re-read after writing and rewritten if a concurrent run lost ours.
     append: bool = False
+    #: Write the list even when a tag already holds the same digest.
+    force: bool = False
+    #: Seconds to keep polling (HEAD only) for sources that do not exist yet (None: no wait).
+    wait: Optional[float] = None
     #: Also read the configs of entries whose platform the spec gives; warn where they differ.
     check_platform: bool = False
     #: With check_platform: a disagreement is an error instead of a warning.
@@ -239,6 +245,8 @@ def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> Pu
         opts = dataclasses.replace(opts, check_platform=True)
     if opts.list_type not in ("auto", "docker", "oci"):
         raise InputError(f"unknown list type {opts.list_type!r}: use auto, docker or oci")
+    if opts.wait is not None and not 0 <= opts.wait < float("inf"):
+        raise InputError(f"--wait must be a number of seconds >= 0, not {opts.wait!r}")
     return opts
 
 
@@ -269,6 +277,34 @@ class _Memo:
             task = asyncio.ensure_future(run())
             self._tasks[key] = task
         return task
+
+
+@dataclass(frozen=True)
+class _ExistingList:
+    """The list a target tag holds, as --append reads it to merge into."""
+
+    digest: str
+    media_type: str
+    entries: list[Descriptor]
+    annotations: dict[str, str]
+
+
+#: A PUT of a list refused with one of these codes names an image the registry does not have.
+GONE_CODES = ("MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN")
+#: --append: writes per run before giving up on keeping its entries against concurrent pushes.
+APPEND_ROUNDS = 8
+#: --append: re-reads of the tag after each write, each after the settle time (one read at the
+#: settle time sees every write that a run which read before ours makes within it).
+APPEND_CHECKS = 1
+#: --append: the settle time is this many of our own read-and-write cycles, within these bounds.
+APPEND_SETTLE_CYCLES = 4
+APPEND_SETTLE_MIN = 0.2
+APPEND_SETTLE_MAX = 3.0
+APPEND_BACKOFF_MIN = 0.05
+APPEND_BACKOFF_MAX = 2.0
+#: --wait: first poll interval, doubled up to the maximum (each jittered by +-20 %).
+WAIT_FIRST_DELAY = 0.5
+WAIT_MAX_DELAY = 5.0
 
 
 class _Run:
@@ -345,12 +381,16 @@ class _Run:
         wanted = _unique([*heads, *targets])
         found = dict(zip(wanted, await _gather(self._head(ref) for ref in wanted)))
         await self._confirm_missing(heads, found)
+        if self.options.wait:
+            # After the one confirming GET: a source still missing is polled with HEADs.
+            missing = _unique(ref for ref in heads if found[ref] is None)
+            found.update(await self._wait_for_sources(missing))
 
         present = [self._present_sources(spec, found) for spec in specs]
         # Only now, and only where needed: lists, configs, the list to append to (GETs).
         _, existing = await asyncio.gather(
             _gather(self._resolve(source) for sources in present for source in sources),
-            _gather(self._existing_entries(spec, found.get(spec.image)) for spec in specs),
+            _gather(self._existing_list(spec, found.get(spec.image)) for spec in specs),
         )
         built = [
             self._build(spec, sources, old) for spec, sources, old in zip(specs, present, existing)
@@ -366,13 +406,20 @@ class _Run:
         await _gather(
             self._copy_entries(spec.image, entries) for spec, (_, entries) in zip(specs, built)
         )
+        return await _gather(
+            self._write_appended(spec, result, self._own_entries(spec, sources), old, found)
+            if self.options.append
+            else self._write(spec, result)
+            for spec, result, sources, old in zip(specs, results, present, existing)
+        )
+
+    async def _write(self, spec: ManifestListSpec, result: PushResult) -> PushResult:
         await _gather(
             self._put(ref, result.manifest_list)
-            for spec, result in zip(specs, results)
             for ref in _target_refs(spec)
             if ref.identifier in result.written
         )
-        return results
+        return result
 
     def _result(
         self,
@@ -384,7 +431,11 @@ class _Run:
         written: list[str] = []
         for ref in _target_refs(spec):
             existing = found.get(ref)
-            if existing is not None and existing.digest == manifest_list.digest:
+            if (
+                existing is not None
+                and existing.digest == manifest_list.digest
+                and not self.options.force
+            ):
                 log.info("%s already holds %s: unchanged", ref.familiar(), manifest_list.digest)
             else:
                 written.append(ref.identifier)
@@ -397,6 +448,32 @@ class _Run:
             written=() if dry_run else tuple(written),
             dry_run=dry_run,
         )
+
+    async def _wait_for_sources(
+        self, missing: list[Reference]
+    ) -> dict[Reference, Optional[Descriptor]]:
+        """--wait: poll missing sources with HEADs (no GETs: they count as pulls), backing off,
+        until all exist or the time is up; what is still missing is then handled as without."""
+        appeared: dict[Reference, Optional[Descriptor]] = {}
+        if not missing or not self.options.wait:
+            return appeared
+        names = ", ".join(r.familiar() for r in missing)
+        log.info("waiting up to %g s for %s", self.options.wait, names)
+        end = time.monotonic() + self.options.wait
+        delay = WAIT_FIRST_DELAY
+        while missing:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, delay * random.uniform(0.8, 1.2)))
+            heads = await _gather(self._head(ref) for ref in missing)
+            for ref, head in zip(missing, heads):
+                if head is not None:
+                    log.info("%s exists now", ref.familiar())
+                    appeared[ref] = head
+            missing = [ref for ref, head in zip(missing, heads) if head is None]
+            delay = min(delay * 2, WAIT_MAX_DELAY)
+        return appeared
 
     async def _confirm_missing(
         self, sources: list[Reference], found: dict[Reference, Optional[Descriptor]]
@@ -600,12 +677,12 @@ class _Run:
             return [_with_platform(selected, selected.platform, annotations), *notes]
         return [*images, *attestations]
 
-    async def _existing_entries(
+    async def _existing_list(
         self, spec: ManifestListSpec, head: Optional[Descriptor]
-    ) -> list[Descriptor]:
-        """With --append: the entries of the list the target tag holds now."""
+    ) -> Optional[_ExistingList]:
+        """With --append: the list the target tag holds now (None when it holds nothing)."""
         if not self.options.append or head is None:
-            return []
+            return None
         target = spec.image
         if head.media_type not in LIST_MEDIA_TYPES:
             raise RegistryError(
@@ -616,18 +693,23 @@ class _Run:
             )
         data = json_object(await self._fetch_manifest(target, head.digest), target.familiar())
         children = data.get("manifests")
-        if not isinstance(children, list):
-            return []
-        return [
-            descriptor_from_json(child, f"{target.familiar()} entry {index}")
-            for index, child in enumerate(children)
-        ]
+        annotations = data.get("annotations")
+        return _ExistingList(
+            digest=head.digest,
+            media_type=head.media_type,
+            entries=[
+                descriptor_from_json(child, f"{target.familiar()} entry {index}")
+                for index, child in enumerate(children if isinstance(children, list) else [])
+            ],
+            annotations={str(k): str(v) for k, v in annotations.items() if isinstance(v, str)}
+            if isinstance(annotations, dict)
+            else {},
+        )
 
     # -- building ----------------------------------------------------------------------------
 
-    def _build(
-        self, spec: ManifestListSpec, sources: list[_Source], existing: list[Descriptor]
-    ) -> tuple[ManifestList, list[PushedEntry]]:
+    def _own_entries(self, spec: ManifestListSpec, sources: list[_Source]) -> list[PushedEntry]:
+        """This run's entries, from its sources; two of one platform are an input error."""
         entries: list[PushedEntry] = []
         seen: dict[tuple[Any, ...], Reference] = {}
         for source in sources:
@@ -643,16 +725,195 @@ class _Run:
                         )
                     seen[key] = source.entry.image
                 entries.append(PushedEntry(image=source.entry.image, descriptor=descriptor))
-        if existing:
-            entries = _merge_append(spec.image, existing, entries, set(seen))
+        return entries
+
+    def _build(
+        self, spec: ManifestListSpec, sources: list[_Source], existing: Optional[_ExistingList]
+    ) -> tuple[ManifestList, list[PushedEntry]]:
+        return self._assemble(spec, self._own_entries(spec, sources), existing)
+
+    def _assemble(
+        self, spec: ManifestListSpec, own: list[PushedEntry], existing: Optional[_ExistingList]
+    ) -> tuple[ManifestList, list[PushedEntry]]:
+        entries = list(own)
+        list_type: str = self.options.list_type
+        annotations = dict(spec.annotations)
+        if existing is not None:
+            entries = _merge_append(spec.image, existing.entries, own)
+            # Merging must not change what it does not touch: an OCI index stays one, and the
+            # list's own annotations stay (the spec's win).
+            if list_type == "auto" and existing.media_type == OCI_INDEX:
+                list_type = "oci"
+            annotations = {**existing.annotations, **annotations}
         # Attestations go after the images they describe, as BuildKit writes them.
         entries.sort(key=lambda e: _is_attestation(e.descriptor))
         manifest_list = build_manifest_list(
             [e.descriptor for e in entries],
-            list_type=self.options.list_type,
-            annotations=dict(spec.annotations) or None,
+            list_type=list_type,
+            annotations=annotations or None,
         )
         return manifest_list, entries
+
+    # -- appending under concurrency -----------------------------------------------------------
+
+    async def _write_appended(
+        self,
+        spec: ManifestListSpec,
+        result: PushResult,
+        own: list[PushedEntry],
+        base: Optional[_ExistingList],
+        found: dict[Reference, Optional[Descriptor]],
+    ) -> PushResult:
+        """Write a merged list so that a concurrent --append to the same tag does not lose ours.
+
+        Registries have no compare-and-swap. So: re-read the tag just before writing (merging
+        anew if it changed since our read); after writing, re-read it after a settle time;
+        where it no longer holds our entries (a run that read before our write wrote after it),
+        merge into what it holds and write again, after a jittered backoff, at most
+        APPEND_ROUNDS times. A run whose entries were overwritten fixes its own loss, so every run
+        that exits 0 saw its entries in the tag after the others' writes had landed.
+        """
+        target = spec.image
+        refs = _target_refs(spec)
+        ours = [e for e in own if not _is_attestation(e.descriptor)]
+        replaced: dict[tuple[Any, ...], set[str]] = {}
+        _note_replaced(replaced, ours, base)
+        manifest_list, entries = result.manifest_list, list(result.entries)
+        holds = {ref: _digest_of(found.get(ref)) for ref in refs}
+        written: list[str] = []
+        current = result
+        base_digest = base.digest if base is not None else None
+        for attempt in range(1, APPEND_ROUNDS + 1):
+            started = time.monotonic()
+            head = await self._head(target)
+            if _digest_of(head) != base_digest:
+                # Someone wrote since we read: merge into what the tag holds now.
+                base = await self._existing_list(spec, head)
+                base_digest = base.digest if base is not None else None
+                _note_replaced(replaced, ours, base)
+                manifest_list, entries = self._assemble(spec, own, base)
+            holds[target] = _digest_of(head)
+            puts = [r for r in refs if self.options.force or holds[r] != manifest_list.digest]
+            # What a failure from here on reports as written or not (partial success).
+            planned = tuple(_unique([*written, *(r.identifier for r in puts)]))
+            current = self._rewriting(
+                current,
+                dataclasses.replace(
+                    result, manifest_list=manifest_list, entries=tuple(entries), written=planned
+                ),
+            )
+            if not puts:
+                log.info("%s already holds %s: unchanged", target.familiar(), manifest_list.digest)
+                break
+            try:
+                await _gather(self._put(ref, manifest_list) for ref in puts)
+            except RegistryError as exc:
+                # The registry refuses a list naming an image it no longer has: an entry we
+                # kept whose image was deleted. Drop such entries (once) rather than fail forever.
+                if exc.code not in GONE_CODES or base is None:
+                    raise
+                kept = await self._without_deleted(target, base)
+                if kept is base:
+                    raise
+                base = kept
+                manifest_list, entries = self._assemble(spec, own, base)
+                await _gather(self._put(ref, manifest_list) for ref in puts)
+            for ref in puts:
+                holds[ref] = manifest_list.digest
+                if ref.identifier not in written:
+                    written.append(ref.identifier)
+            cycle = time.monotonic() - started
+            lost, now = await self._check_appended(spec, ours, replaced, manifest_list, cycle)
+            if not lost:
+                break
+            names = ", ".join(f"{e.image.familiar()} ({e.platform})" for e in lost)
+            if attempt == APPEND_ROUNDS:
+                raise RegistryError(
+                    f"--append: {target.familiar()} was overwritten by concurrent pushes "
+                    f"{attempt} times in a row; these entries are not in it: {names} "
+                    "(push again)",
+                    operation="push",
+                    image=str(target),
+                )
+            log.warning(
+                "--append: a concurrent push to %s dropped %s; merging again (round %d of %d)",
+                target.familiar(),
+                names,
+                attempt + 1,
+                APPEND_ROUNDS,
+            )
+            # Full jitter over a window that doubles each round, in units of our own cycle: the
+            # runs that lost together spread out, so that their next writes do not cross.
+            window = min(APPEND_BACKOFF_MAX, max(APPEND_BACKOFF_MIN, cycle) * 2**attempt)
+            await asyncio.sleep(random.uniform(0, window))
+            base, base_digest = now, (now.digest if now is not None else None)
+            _note_replaced(replaced, ours, base)
+            manifest_list, entries = self._assemble(spec, own, base)
+        if attempt > 1:
+            log.info("--append: %s holds our entries after %d writes", target.familiar(), attempt)
+        return self._rewriting(
+            current,
+            dataclasses.replace(
+                result, manifest_list=manifest_list, entries=tuple(entries), written=tuple(written)
+            ),
+        )
+
+    def _rewriting(self, old: PushResult, new: PushResult) -> PushResult:
+        """--append rebuilt a list while writing: partial-success reports name the new one."""
+        if self._writing is not None:
+            self._writing[:] = [new if r is old else r for r in self._writing]
+        return new
+
+    async def _without_deleted(self, target: Reference, base: _ExistingList) -> _ExistingList:
+        """The list without the entries whose images the repository no longer has (a HEAD
+        each); ``base`` itself when it has none such."""
+        images = [d for d in base.entries if not _is_attestation(d)]
+        heads = await _gather(self._head(target.with_digest(d.digest)) for d in images)
+        gone = {d.digest for d, head in zip(images, heads) if head is None}
+        if not gone:
+            return base
+        for d in images:
+            if d.digest in gone:
+                log.warning(
+                    "--append: dropping %s (%s) from %s: the repository no longer has it",
+                    d.digest,
+                    d.platform,
+                    target.familiar(),
+                )
+        return dataclasses.replace(
+            base,
+            entries=[
+                d for d in base.entries if d.digest not in gone and _attested_digest(d) not in gone
+            ],
+        )
+
+    async def _check_appended(
+        self,
+        spec: ManifestListSpec,
+        ours: list[PushedEntry],
+        replaced: dict[tuple[Any, ...], set[str]],
+        written: ManifestList,
+        cycle: float,
+    ) -> tuple[list[PushedEntry], Optional[_ExistingList]]:
+        """After our write: our entries the tag lost, and the list it holds then.
+
+        The settle time outlasts a concurrent run's read-to-write gap, which is about one of our
+        own read-and-write cycles: a run that read before our write has written by then.
+        """
+        settle = min(APPEND_SETTLE_MAX, max(APPEND_SETTLE_MIN, APPEND_SETTLE_CYCLES * cycle))
+        log.debug(
+            "--append: wrote %s in %.3f s; checking it after %.3f s", spec.image, cycle, settle
+        )
+        for _ in range(APPEND_CHECKS):
+            await asyncio.sleep(settle * random.uniform(1.0, 1.5))
+            head = await self._head(spec.image)
+            if head is not None and head.digest == written.digest:
+                continue
+            now = await self._existing_list(spec, head)
+            lost = _lost_entries(spec.image, ours, now, replaced)
+            if lost:
+                return lost, now
+        return [], None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -788,28 +1049,105 @@ def _same_platform(have: Platform, want: Platform) -> bool:
 
 
 def _merge_append(
-    target: Reference,
-    existing: list[Descriptor],
-    new: list[PushedEntry],
-    new_platforms: set[tuple[Any, ...]],
+    target: Reference, existing: list[Descriptor], new: list[PushedEntry]
 ) -> list[PushedEntry]:
-    """Entries of the same platform are replaced; the others kept, with their attestations."""
-    kept = [
-        PushedEntry(image=target.with_digest(d.digest), descriptor=d)
-        for d in existing
-        if not _is_attestation(d) and (d.platform is None or d.platform.key() not in new_platforms)
-    ]
-    images = {e.descriptor.digest for e in kept}
-    kept += [
-        PushedEntry(image=target.with_digest(d.digest), descriptor=d)
-        for d in existing
-        if _is_attestation(d) and _attested_digest(d) in images
-    ]
-    replaced = len(existing) - len(kept)
+    """The existing list with the new entries merged in, without churn.
+
+    An entry of a platform the new entries have is replaced in place (same position), so an
+    identical entry gives the identical list; other platforms come after the existing entries.
+    Attestations follow their images: a replaced image's go, a new image's come.
+    """
+    new_images = {
+        e.platform.key(): e for e in new if not _is_attestation(e.descriptor) and e.platform
+    }
+    merged: list[PushedEntry] = []
+    placed: set[tuple[Any, ...]] = set()
+    for d in existing:
+        if _is_attestation(d):
+            continue
+        key = d.platform.key() if d.platform is not None else None
+        if key is not None and key in new_images:
+            if key not in placed:  # a second existing entry of that platform goes too
+                merged.append(new_images[key])
+                placed.add(key)
+        else:
+            merged.append(PushedEntry(image=target.with_digest(d.digest), descriptor=d))
+    merged += [e for key, e in new_images.items() if key not in placed]
+    images = {e.descriptor.digest for e in merged}
+    new_notes: dict[str, list[PushedEntry]] = {}
+    for e in new:
+        if _is_attestation(e.descriptor):
+            new_notes.setdefault(_attested_digest(e.descriptor), []).append(e)
+    for d in existing:
+        if not _is_attestation(d):
+            continue
+        attested = _attested_digest(d)
+        if attested in new_notes:
+            merged += new_notes.pop(attested)  # this run's own attestation of that image
+        elif attested in images:
+            merged.append(PushedEntry(image=target.with_digest(d.digest), descriptor=d))
+    merged += [e for notes in new_notes.values() for e in notes]
+    kept = sum(1 for d in existing if d.digest in {e.descriptor.digest for e in merged})
     log.info(
-        "--append: keeping %d entries of %s, replacing %d", len(kept), target.familiar(), replaced
+        "--append: %d of the %d entries of %s kept as they were",
+        kept,
+        len(existing),
+        target.familiar(),
     )
-    return [*kept, *new]
+    return merged
+
+
+def _note_replaced(
+    replaced: dict[tuple[Any, ...], set[str]],
+    ours: list[PushedEntry],
+    base: Optional[_ExistingList],
+) -> None:
+    """Remember the digests our platforms had in a list we merged into: seeing one of them in
+    the tag again means a run that read before our write overwrote it."""
+    if base is None:
+        return
+    mine = {e.platform.key(): e.descriptor.digest for e in ours if e.platform}
+    for d in base.entries:
+        if d.platform is None or _is_attestation(d):
+            continue
+        key = d.platform.key()
+        if key in mine and d.digest != mine[key]:
+            replaced.setdefault(key, set()).add(d.digest)
+
+
+def _lost_entries(
+    target: Reference,
+    ours: list[PushedEntry],
+    now: Optional[_ExistingList],
+    replaced: dict[tuple[Any, ...], set[str]],
+) -> list[PushedEntry]:
+    """Our entries the tag no longer holds. Where it holds another image of the same platform
+    that we never replaced, a concurrent run pushed a newer build of it: theirs stays."""
+    held: dict[tuple[Any, ...], str] = {}
+    for d in now.entries if now is not None else []:
+        if d.platform is not None and not _is_attestation(d):
+            held.setdefault(d.platform.key(), d.digest)
+    lost = []
+    for e in ours:
+        assert e.platform is not None
+        key = e.platform.key()
+        digest = held.get(key)
+        if digest == e.descriptor.digest:
+            continue
+        if digest is None or digest in replaced.get(key, set()):
+            lost.append(e)
+        else:
+            log.warning(
+                "--append: %s now holds %s for %s, pushed concurrently: keeping it",
+                target.familiar(),
+                digest,
+                e.platform,
+            )
+    return lost
+
+
+def _digest_of(descriptor: Optional[Descriptor]) -> Optional[str]:
+    return descriptor.digest if descriptor is not None else None
 
 
 def _with_platform(
