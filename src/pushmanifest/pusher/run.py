@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
 
-from .._checks import check_instance, check_option_names, check_specs
+from .._checks import check_specs, options_with
 from .._sync import run_sync
 from ..auth import Credentials, load_docker_config, resolve_credentials
 from ..errors import InputError, NetworkError
@@ -80,12 +80,7 @@ def push(
 
 
 def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> PushOptions:
-    if options is not None:
-        check_instance("push", "options", options, PushOptions, "a PushOptions or None")
-    opts = options or PushOptions()
-    if kwargs:
-        check_option_names("push", kwargs, (f.name for f in dataclasses.fields(PushOptions)))
-        opts = dataclasses.replace(opts, **kwargs)
+    opts = options_with("push", options, PushOptions, "a PushOptions or None", kwargs)
     if opts.strict_platform and not opts.check_platform:
         # Strictness about a check implies making the check.
         opts = dataclasses.replace(opts, check_platform=True)
