@@ -244,6 +244,7 @@ class _Run:
         return await self.client(ref.registry).head_manifest(ref.repository, ref.identifier)
 
     async def _put(self, ref: Reference, manifest_list: ManifestList) -> str:
+        """Every list PUT of the run, recorded for partial success."""
         digest = await put_when_settled(
             self.client(ref.registry),
             ref.repository,
@@ -272,6 +273,7 @@ class _Run:
         return self._fetched.get(("blob", image.registry, image.repository, digest), fetch)
 
     async def _copy_entries(self, target: Reference, entries: list[PushedEntry]) -> None:
+        # A method (like _put) so that a test can act between the copies and the writes.
         await copying.copy_entries(self, target, entries)
 
     # -- partial success -----------------------------------------------------------------------
