@@ -13,10 +13,11 @@ The proxy runs its own asyncio event loop in a daemon thread, so sync test code 
 stdlib only and HTTP/1.1 aware: each client connection gets its own persistent upstream
 connection, requests and responses are parsed (Content-Length, chunked, close-delimited; HEAD,
 1xx, 204 and 304 carry no body) and relayed byte for byte, bodies streamed in 64 KiB pieces.
-Nothing is rewritten: the client's ``Host`` header goes upstream unchanged, so the registry builds
-its absolute ``Location`` URLs with the proxy's address and they stay valid for the client. The one
-exception is ``Expect: 100-continue``: the proxy answers ``100 Continue`` itself and drops the
-header from the forwarded request.
+Nothing is rewritten unless a test asks (``rewrite_path``, ``rewrite_response_header``): the
+client's ``Host`` header goes upstream unchanged, so the registry builds its absolute ``Location``
+URLs with the proxy's address and they stay valid for the client. The one exception is
+``Expect: 100-continue``: the proxy answers ``100 Continue`` itself and drops the header from the
+forwarded request.
 
 Timing: a request's ``start`` is when its request line and headers were received (before the
 injected delay and before its body is read: see :class:`RecordedRequest`), its ``end`` is when the
@@ -25,7 +26,9 @@ goes out, so once the client has the whole response, :attr:`HttpProxy.requests` 
 
 Depth in waves (:class:`WaveGate`). Judging depth by wall-clock overlap (:func:`depth_of`) is
 load-sensitive: a client that is merely slow to send an independent request B (descheduled on a
-busy machine) sends it after A's response and B looks as if it waited for A. With a gate, the
+busy machine) sends it after A's response and B looks as if it waited for A. Waiting for a quiet
+period before answering is load-sensitive too (a client descheduled for longer than the period
+looks done), and so is any rule in seconds. With a gate, the
 proxy *holds* every arriving request and the gate releases the held ones together, as one wave,
 only when the client can send nothing more without a response: when
 
@@ -40,12 +43,15 @@ only when the client can send nothing more without a response: when
    unread input or half a request, and no connection waits to be accepted),
 
 and no request arrived during 1-4. A request's wave number is then its causal depth: 1 + the
-deepest wave whose answer it needed, however slowly any process ran. Only time the client waits
-for by itself (a sleep, a backoff) also ends a wave. The gate needs Linux ``/proc`` and the
+deepest wave whose answer it needed, however slowly any process ran: every step is an ordering
+of kernel and event-loop states, none a duration. Besides answers, only the client's own waiting
+on time (a sleep, a retry's backoff) ends a wave early. The gate needs Linux ``/proc`` and the
 client's process id (:meth:`WaveGate.watch`); it serves any number of proxies (put one in front of
 a token server, and have the registry's proxy point ``realm`` at it with
-``rewrite_response_header``, so token requests are in the waves too). If the client never
-blocks, a wave is released after ``stall_timeout`` seconds and an error recorded.
+``rewrite_response_header``, so token requests are in the waves too). The client must be a
+process of its own (a thread of the test process is never seen blocked) that talks to nothing
+but the gated proxies while it is measured. If it never blocks, a wave is released after
+``stall_timeout`` seconds and an error recorded (a test asserting ``errors == []`` fails).
 """
 
 from __future__ import annotations
