@@ -19,6 +19,7 @@ import pytest
 import pushmanifest
 from pushmanifest import ClientOptions, ManifestListSpec
 from pushmanifest import pusher as pusher_module
+from pushmanifest.pusher import appending as appending_module
 from support.cli import run_cli
 from support.images import (
     DOCKER_MANIFEST_LIST,
@@ -365,7 +366,7 @@ def test_ten_concurrent_appenders_keep_all_ten_entries(
         f"(10 without rewrites); trials with a rewrite: {sum(1 for f in figures if f[1])}; "
         f"runs that rewrote: {sum(f[1] for f in figures)} of {10 * TRIALS}; "
         f"most writes by one run: {max(f[2] for f in figures)} (bound "
-        f"{pusher_module.APPEND_ROUNDS})"
+        f"{appending_module.APPEND_ROUNDS})"
     )
 
 
@@ -433,7 +434,7 @@ def test_append_rewrites_when_overwritten_and_gives_up_naming_the_lost_entry(
 
         put_list(open_registry, repo, "latest", [amd])
         stale_writes["left"] = 1000
-        monkeypatch.setattr(pusher_module, "APPEND_ROUNDS", 3)
+        monkeypatch.setattr(appending_module, "APPEND_ROUNDS", 3)
         proxy.reset()
         with pytest.raises(pushmanifest.RegistryError, match=r"arm64 \(linux/arm64\)") as caught:
             pushmanifest.push(spec, client=FAST, append=True)

@@ -93,7 +93,7 @@ def test_sources_in_other_repositories_are_mounted(open_registry: Any) -> None:
 def test_refused_mount_is_streamed_through(
     open_registry: Any, monkeypatch: Any, caplog: Any
 ) -> None:
-    monkeypatch.setattr("pushmanifest.pusher.PROGRESS_MIN_BYTES", 1)
+    monkeypatch.setattr("pushmanifest.pusher.copying.PROGRESS_MIN_BYTES", 1)
     caplog.set_level("INFO", logger="pushmanifest")
     seed_image(open_registry, "team/refuse-src", "1.0", architecture="amd64")
     with HttpProxy(upstream=open_registry.host) as proxy:

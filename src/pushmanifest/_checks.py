@@ -4,16 +4,26 @@ expected, not an ``AttributeError`` from deep inside, nor a string that counts a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from .errors import InvalidArgumentError
 
-__all__ = ["check_bool", "check_client_options", "check_instance", "check_number", "check_path"]
+__all__ = [
+    "check_bool",
+    "check_client_options",
+    "check_instance",
+    "check_number",
+    "check_path",
+    "options_with",
+]
+
+OptionsT = TypeVar("OptionsT")
 
 
 def _shown(value: object) -> str:
@@ -95,6 +105,21 @@ def check_option_names(owner: str, names: Iterable[str], known: Iterable[str]) -
             f"{owner}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
             f"(known: {', '.join(known)})"
         )
+
+
+def options_with(
+    owner: str, options: object, kinds: type[OptionsT], expected: str, kwargs: dict[str, Any]
+) -> OptionsT:
+    """An entry point's options dataclass: ``options`` (checked; a default one when None) with
+    the keyword arguments given for convenience (``push(spec, dry_run=True)``) replaced in it."""
+    if options is not None:
+        check_instance(owner, "options", options, kinds, expected)
+    opts: OptionsT = options if options is not None else kinds()  # type: ignore[assignment]
+    if kwargs:
+        known = (f.name for f in dataclasses.fields(kinds))  # type: ignore[arg-type]
+        check_option_names(owner, kwargs, known)
+        opts = dataclasses.replace(opts, **kwargs)  # type: ignore[type-var]
+    return opts
 
 
 def check_specs(owner: str, specs: object) -> list[Any]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ._checks import check_client_options, check_instance, check_option_names, check_path
+from ._checks import check_client_options, check_instance, check_path, options_with
 from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
 from .errors import RegistryError
@@ -219,16 +219,7 @@ def inspect(
 
 
 def _merge_options(options: Optional[InspectOptions], kwargs: dict[str, Any]) -> InspectOptions:
-    if options is not None:
-        check_instance("inspect", "options", options, InspectOptions, "an InspectOptions or None")
-    opts = options or InspectOptions()
-    if kwargs:
-        import dataclasses
-
-        known = (f.name for f in dataclasses.fields(InspectOptions))
-        check_option_names("inspect", kwargs, known)
-        opts = dataclasses.replace(opts, **kwargs)
-    return opts
+    return options_with("inspect", options, InspectOptions, "an InspectOptions or None", kwargs)
 
 
 def _credentials_for(registry: str, options: InspectOptions) -> Optional[Credentials]:
