@@ -72,6 +72,21 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
         "PushOptions: deadline must be a number greater than 0 (or None), not int 0",
     ),
     (
+        "force-str",
+        lambda: push(SPEC, force="yes"),
+        "PushOptions: force must be True or False, not str 'yes'",
+    ),
+    (
+        "wait-negative",
+        lambda: push(SPEC, wait=-1),
+        "PushOptions: wait must be a number at least 0 (or None), not int -1",
+    ),
+    (
+        "wait-nan",
+        lambda: push(SPEC, wait=float("nan")),
+        "PushOptions: wait must be a number at least 0 (or None), not float nan",
+    ),
+    (
         "options-dict",
         lambda: push(SPEC, {"dry_run": True}),
         "push: options must be a PushOptions or None, not dict {'dry_run': True}",

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cli import run_cli
 
+from support.cli import run_cli
 from support.images import seed_image
 
 ROOT = Path(__file__).resolve().parent.parent

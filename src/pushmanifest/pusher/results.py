@@ -112,9 +112,17 @@ class PushOptions:
     def __post_init__(self) -> None:
         # Here, so that a wrong type fails where it is given (replace() and kwargs included).
         owner = "PushOptions"
-        for flag in ("ignore_missing", "dry_run", "append", "check_platform", "strict_platform"):
+        for flag in (
+            "ignore_missing",
+            "dry_run",
+            "append",
+            "force",
+            "check_platform",
+            "strict_platform",
+        ):
             check_bool(owner, flag, getattr(self, flag))
         check_number(owner, "deadline", self.deadline, minimum=0, above_minimum=True, optional=True)
+        check_number(owner, "wait", self.wait, minimum=0, optional=True)
         if self.credentials is not None:
             check_instance(
                 owner, "credentials", self.credentials, Credentials, "a Credentials or None"

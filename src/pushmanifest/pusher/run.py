@@ -86,8 +86,6 @@ def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> Pu
         opts = dataclasses.replace(opts, check_platform=True)
     if opts.list_type not in ("auto", "docker", "oci"):
         raise InputError(f"unknown list type {opts.list_type!r}: use auto, docker or oci")
-    if opts.wait is not None and not 0 <= opts.wait < float("inf"):
-        raise InputError(f"--wait must be a number of seconds >= 0, not {opts.wait!r}")
     return opts
 
 
