@@ -19,7 +19,7 @@ from pushmanifest.auth import (
     covers_scopes,
     normalize_scopes,
 )
-from pushmanifest.auth.token import _parse_rfc3339
+from pushmanifest.auth.tokenanswer import _parse_rfc3339
 from pushmanifest.errors import AuthenticationError, NetworkError
 
 T = TypeVar("T")

@@ -13,21 +13,20 @@ with it). Paying that round trip on every request would double a push's requests
 Secrets are only ever put in headers: they are not logged, not put in exceptions, not sent over
 plain HTTP to a remote host unless the user allowed it, and not sent to a host that did not
 challenge us (the token server gets the credentials it asked for, and nothing else).
+
+Here: the decisions (one flow, no I/O) and the token cache. Elsewhere: scopes (:mod:`.scopes`),
+reading and parsing a token answer (:mod:`.tokenanswer`), the two drivers (:mod:`.driving`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import calendar
-import functools
 import ipaddress
-import json
 import logging
-import re
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -41,22 +40,24 @@ from .challenge import (
     ChallengeLimitError,
     parse_www_authenticate,
 )
-from .credentials import Credentials, Secret
+from .credentials import Credentials
+from .driving import Acquire, Flow, Read, drive_async, drive_sync
+from .scopes import covers, covers_scopes, normalize_scopes
+from .tokenanswer import (
+    MAX_TOKEN_RESPONSE_BYTES,
+    Token,
+    cap_token_answer,
+    netloc,
+    one_line,
+    parse_token,
+)
 
-__all__ = ["TokenAuth", "covers_scopes", "normalize_scopes"]
+# covers_scopes, normalize_scopes and MAX_TOKEN_RESPONSE_BYTES: importable from here as before.
+__all__ = ["MAX_TOKEN_RESPONSE_BYTES", "TokenAuth", "covers_scopes", "normalize_scopes"]
 
 log = logging.getLogger("pushmanifest.auth")
 
-#: Lifetime of a token whose response does not say (docker/distribution's default).
-DEFAULT_EXPIRES_IN = 60.0
-#: A token is renewed this long before it expires (at most a tenth of its lifetime), so that it
-#: does not expire between being attached and reaching the registry.
-EXPIRY_MARGIN = 10.0
 CLIENT_ID = "pushmanifest"
-#: The largest token answer read (Docker Hub's are 1-4 KiB): a larger one is refused as it
-#: streams in, before it can fill the memory; a larger error answer is cut there.
-MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
-_DETAIL_LIMIT = 200
 #: Request extension marking an Authorization header as set by us (not by the caller).
 _MARK = "pushmanifest.auth"
 
@@ -65,80 +66,12 @@ _Origin = tuple[str, str, int]
 _Key = tuple[str, str, frozenset[str]]
 
 
-# -- scopes ----------------------------------------------------------------------------------
-
-
-def _split_scope(scope: str) -> Optional[tuple[str, str, tuple[str, ...]]]:
-    # "repository:host:5000/name:pull,push": the name may hold colons, the actions never do.
-    kind, sep, rest = scope.partition(":")
-    name, sep2, actions = rest.rpartition(":")
-    if not (sep and sep2 and kind and name):
-        return None
-    return kind, name, tuple(a for a in actions.split(",") if a)
-
-
-def normalize_scopes(scopes: Iterable[str]) -> frozenset[str]:
-    """Merge the actions of scopes on the same resource: one scope string per resource.
-
-    Actions are sorted, so that equal sets of scopes are equal strings (``pull,push``).
-
-    ``repository:a:pull`` and ``repository:a:pull,push`` ask for the same thing as
-    ``repository:a:pull,push`` alone; sending both would only make cache keys differ.
-    """
-    merged: dict[tuple[str, str], set[str]] = {}
-    opaque: set[str] = set()
-    for scope in scopes:
-        scope = scope.strip()
-        if not scope:
-            continue
-        parsed = _split_scope(scope)
-        if parsed is None:
-            opaque.add(scope)
-            continue
-        kind, name, actions = parsed
-        merged.setdefault((kind, name), set()).update(actions)
-    out = {f"{kind}:{name}:{','.join(sorted(actions))}" for (kind, name), actions in merged.items()}
-    return frozenset(out | opaque)
-
-
-@functools.lru_cache(maxsize=64)
-def _covers(have: frozenset[str], need: frozenset[str]) -> bool:
-    # The same two sets meet before every request of a run: compare them once.
-    return covers_scopes(have, need)
-
-
-def covers_scopes(have: Iterable[str], need: Iterable[str]) -> bool:
-    """Whether a token granted ``have`` is good for ``need`` (actions compared, not strings)."""
-    granted: dict[tuple[str, str], set[str]] = {}
-    opaque: set[str] = set()
-    for scope in have:
-        parsed = _split_scope(scope)
-        if parsed is None:
-            opaque.add(scope)
-        else:
-            granted.setdefault(parsed[:2], set()).update(parsed[2])
-    for scope in need:
-        parsed = _split_scope(scope)
-        if parsed is None:
-            if scope not in opaque:
-                return False
-            continue
-        actions = granted.get(parsed[:2])
-        if actions is None or not ("*" in actions or actions.issuperset(parsed[2])):
-            return False
-    return True
-
-
 # -- helpers ---------------------------------------------------------------------------------
 
 
 def _origin(url: httpx.URL) -> _Origin:
     port = url.port or (443 if url.scheme == "https" else 80)
     return url.scheme, url.host, port
-
-
-def _netloc(url: httpx.URL) -> str:
-    return url.netloc.decode("ascii", "replace")
 
 
 def _is_loopback(host: str) -> bool:
@@ -154,183 +87,6 @@ def _is_loopback(host: str) -> bool:
 def _basic(username: str, password: str) -> str:
     raw = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))$"
-)
-
-
-def _parse_rfc3339(text: object) -> Optional[float]:
-    # By hand: fromisoformat() on Python 3.9 takes neither "Z" nor the nanoseconds Go writes.
-    if not isinstance(text, str):
-        return None
-    match = _RFC3339.match(text.strip())
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    try:
-        stamp = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    except (ValueError, OverflowError):
-        return None
-    fraction = float(match.group(7)) if match.group(7) else 0.0
-    offset = 0
-    if match.group(9):
-        offset = (int(match.group(10)) * 60 + int(match.group(11))) * 60
-        if match.group(9) == "-":
-            offset = -offset
-    return stamp + fraction - offset
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) > _DETAIL_LIMIT:
-        return text[:_DETAIL_LIMIT] + "..."
-    return text
-
-
-def _error_detail(response: httpx.Response) -> str:
-    """The reason a token server gave: Docker Hub's ``details``, distribution's ``errors``..."""
-    try:
-        body = response.content
-    except httpx.ResponseNotRead:
-        return ""
-    if not body:
-        return ""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        return _one_line(body.decode("utf-8", "replace"))
-    if isinstance(data, dict):
-        errors = data.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            first = errors[0]
-            return _one_line(str(first.get("message") or first.get("code") or ""))
-        for key in ("details", "error_description", "message", "error"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                return _one_line(value)
-    return _one_line(body.decode("utf-8", "replace"))
-
-
-class _CappedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A response body that stops at ``cap`` bytes: raises ``too_large``, or just ends (``None``).
-
-    Put in place of a token answer's stream before anything reads it, so that httpx's own read
-    (and its re-read once the flow has moved on) never holds more than ``cap`` bytes.
-    """
-
-    def __init__(
-        self,
-        stream: Union[httpx.SyncByteStream, httpx.AsyncByteStream],
-        cap: int,
-        too_large: Optional[Exception],
-    ) -> None:
-        self._stream = stream
-        self._cap = cap
-        self._too_large = too_large
-
-    def _admit(self, total: int, chunk: bytes) -> Optional[bytes]:
-        if total <= self._cap:
-            return chunk
-        if self._too_large is not None:
-            raise self._too_large
-        keep = len(chunk) - (total - self._cap)
-        return chunk[:keep] if keep > 0 else None
-
-    def __iter__(self) -> Iterator[bytes]:
-        assert isinstance(self._stream, httpx.SyncByteStream)
-        total = 0
-        for chunk in self._stream:
-            total += len(chunk)
-            admitted = self._admit(total, chunk)
-            if admitted:
-                yield admitted
-            if total > self._cap:
-                return
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        assert isinstance(self._stream, httpx.AsyncByteStream)
-        total = 0
-        async for chunk in self._stream:
-            total += len(chunk)
-            admitted = self._admit(total, chunk)
-            if admitted:
-                yield admitted
-            if total > self._cap:
-                return
-
-    def close(self) -> None:
-        if isinstance(self._stream, httpx.SyncByteStream):
-            self._stream.close()
-
-    async def aclose(self) -> None:
-        if isinstance(self._stream, httpx.AsyncByteStream):
-            await self._stream.aclose()
-
-
-def _too_large(
-    response: httpx.Response, declared: Optional[str], user: Optional[str]
-) -> AuthenticationError:
-    where = _netloc(response.request.url)
-    sent = f"{declared} bytes, more than the" if declared else "more than the"
-    return AuthenticationError(
-        f"authentication failed: the token server {where} sent {sent} "
-        f"{MAX_TOKEN_RESPONSE_BYTES} bytes allowed for a token answer",
-        operation="authenticate",
-        image=where,
-        user=user,
-        status=response.status_code,
-    )
-
-
-def _cap_token_answer(response: httpx.Response, user: Optional[str]) -> None:
-    """Before a token answer is read: refuse what cannot be one, and stop reading at the cap.
-
-    An error answer is only cut (its start says why); a successful one over the cap is an
-    error. We ask for ``identity``: a body encoded anyway is refused, because httpx would decode
-    each chunk whole before any cap saw it (a few hundred bytes of gzip can hold gigabytes).
-    """
-    if response.status_code >= 400:
-        response.stream = _CappedBody(response.stream, MAX_TOKEN_RESPONSE_BYTES, None)
-        return
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_TOKEN_RESPONSE_BYTES:
-        raise _too_large(response, declared, user)
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
-        where = _netloc(response.request.url)
-        raise AuthenticationError(
-            f"authentication failed: the token server {where} sent its answer encoded "
-            f"({_one_line(encoding)}) though asked for it as it is (identity)",
-            operation="authenticate",
-            image=where,
-            user=user,
-            status=response.status_code,
-        )
-    response.stream = _CappedBody(
-        response.stream,
-        MAX_TOKEN_RESPONSE_BYTES,
-        _too_large(response, None, user),
-    )
-
-
-# -- state -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Token:
-    value: Secret
-    realm: str
-    service: str
-    scopes: frozenset[str]
-    expires_at: float
-    lifetime: float
-    #: Obtained with the user's credentials (so as sensitive as they are).
-    authenticated: bool
-
-    def fresh(self, now: float) -> bool:
-        return now < self.expires_at - min(EXPIRY_MARGIN, self.lifetime / 10)
 
 
 @dataclass(frozen=True)
@@ -356,35 +112,7 @@ class _Plan:
         return self.realm, self.service, self.scopes
 
 
-_Used = Union[_Token, str, None]  # the token attached, "basic", "static", or nothing
-
-
-# The steps the flow yields to its driver (see "the flow" in TokenAuth).
-
-
-@dataclass(frozen=True)
-class _Send:
-    """Send ``request``; send back its response (a token request's read, within the cap)."""
-
-    request: httpx.Request
-    token_request: bool = False
-
-
-@dataclass(frozen=True)
-class _Lock:
-    """Wait for, then hold, the lock of the token ``key`` (single flight)."""
-
-    key: _Key
-
-
-@dataclass(frozen=True)
-class _Unlock:
-    """Give back the lock taken by the last :class:`_Lock`."""
-
-    key: _Key
-
-
-_Step = Union[_Send, _Lock, _Unlock]
+_Used = Union[Token, str, None]  # the token attached, "basic", "static", or nothing
 
 
 class TokenAuth(httpx.Auth):
@@ -412,7 +140,7 @@ class TokenAuth(httpx.Auth):
         self._scopes: set[str] = set()
         self._normalized: Optional[frozenset[str]] = None
         self._hosts: dict[_Origin, _HostAuth] = {}
-        self._tokens: dict[_Key, _Token] = {}
+        self._tokens: dict[_Key, Token] = {}
         self._async_locks: dict[_Key, asyncio.Lock] = {}
         self._sync_locks: dict[_Key, threading.Lock] = {}
         self._mutex = threading.Lock()
@@ -458,7 +186,7 @@ class TokenAuth(httpx.Auth):
             # token worth fetching yet (the first request's challenge will name its scope).
             return
         # The flow's own token steps, driven as the flows are; only the sending is ours.
-        driver = self._drive_async(self._obtain(plan, origin_request))
+        driver = drive_async(self._obtain(plan, origin_request), self._async_lock)
         try:
             token_request = await driver.__anext__()
             while True:
@@ -483,10 +211,10 @@ class TokenAuth(httpx.Auth):
             raise self._unreachable(request, exc) from exc
 
     def _unreachable(self, request: httpx.Request, exc: Exception) -> NetworkError:
-        where = _netloc(request.url)
+        where = netloc(request.url)
         return NetworkError(
             f"cannot reach the token server {where}: {type(exc).__name__}"
-            + (f" ({_one_line(str(exc))})" if str(exc) else ""),
+            + (f" ({one_line(str(exc))})" if str(exc) else ""),
             operation="authenticate",
             image=where,
             user=self._user,
@@ -495,29 +223,27 @@ class TokenAuth(httpx.Auth):
     # -- the flow ----------------------------------------------------------------------------
     #
     # One generator, _flow, decides everything: what to attach, when a token is needed, what a
-    # 401 means. It does no I/O and never blocks: it yields steps, and a driver does them. The
-    # async driver (httpx.AsyncClient) waits on an asyncio.Lock and reads with aread(); the sync
-    # driver (httpx.Client) waits on a threading.Lock and reads with read(). That is httpx's
-    # own Auth design (auth_flow, driven by sync_auth_flow and async_auth_flow), with the lock
-    # of the single flight added as a step.
+    # 401 means. It does no I/O and never blocks: it yields the requests to send and the waits
+    # (a lock, a read) that a driver does (see .driving): drive_async for httpx.AsyncClient,
+    # drive_sync for httpx.Client.
 
     def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        return self._drive_async(self._flow(request))
+        return drive_async(self._flow(request), self._async_lock)
 
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        return self._drive_sync(self._flow(request))
+        return drive_sync(self._flow(request), self._sync_lock)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """The sync flow (httpx calls :meth:`sync_auth_flow`; this is the same)."""
-        return self._drive_sync(self._flow(request))
+        return self.sync_auth_flow(request)
 
-    def _flow(self, request: httpx.Request) -> Generator[_Step, Optional[httpx.Response], None]:
+    def _flow(self, request: httpx.Request) -> Flow:
         if not self._take_over(request):
-            yield _Send(request)  # the caller chose its Authorization; not ours to override
+            yield request  # the caller chose its Authorization; not ours to override
             return
         origin = _origin(request.url)
         plan = self._proactive(origin)
@@ -525,12 +251,11 @@ class TokenAuth(httpx.Auth):
         while True:
             used: _Used = None
             if plan is not None:
-                token: Optional[_Token] = None
+                token: Optional[Token] = None
                 if plan.kind == "bearer":
                     token = yield from self._obtain(plan, request)
                 used = self._attach(request, plan, token)
-            response = yield _Send(request)
-            assert response is not None
+            response = yield request
             # A 401 from a host we were redirected to is that host's business, not ours.
             if response.status_code != 401 or retried or _origin(response.request.url) != origin:
                 return
@@ -539,80 +264,20 @@ class TokenAuth(httpx.Auth):
                 return
             retried = True
 
-    def _obtain(
-        self, plan: _Plan, origin_request: httpx.Request
-    ) -> Generator[_Step, Optional[httpx.Response], _Token]:
+    def _obtain(self, plan: _Plan, origin_request: httpx.Request) -> Flow:
         """The token ``plan`` needs: cached, or fetched by one flow while the others wait."""
         token = self._cached(plan)
         if token is not None:
             return token
-        yield _Lock(plan.key)
-        # Another flow may have fetched it while this one waited for the lock.
-        token = self._cached(plan)
-        if token is None:
-            token = yield from self._exchange(plan, origin_request)
-        yield _Unlock(plan.key)
+        lock = yield Acquire(plan.key)
+        try:  # given back however the flow ends: done, failed, or closed by its driver
+            # Another flow may have fetched it while this one waited for the lock.
+            token = self._cached(plan)
+            if token is None:
+                token = yield from self._exchange(plan, origin_request)
+        finally:
+            lock.release()
         return token
-
-    async def _drive_async(
-        self, flow: Generator[_Step, Optional[httpx.Response], Any]
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        lock: Optional[asyncio.Lock] = None
-        try:
-            step: Optional[_Step] = next(flow, None)
-            while step is not None:
-                response: Optional[httpx.Response] = None
-                if isinstance(step, _Lock):
-                    wanted = self._async_lock(step.key)
-                    await wanted.acquire()  # cancelled while waiting: nothing to give back
-                    lock = wanted
-                elif isinstance(step, _Unlock):
-                    assert lock is not None
-                    lock.release()
-                    lock = None
-                else:
-                    response = yield step.request
-                    if step.token_request:
-                        _cap_token_answer(response, self._user)
-                        await response.aread()
-                try:
-                    step = flow.send(response)
-                except StopIteration:
-                    step = None
-        finally:
-            if lock is not None:  # an error, or the client gave up on the request
-                lock.release()
-            flow.close()
-
-    def _drive_sync(
-        self, flow: Generator[_Step, Optional[httpx.Response], Any]
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        lock: Optional[threading.Lock] = None
-        try:
-            step: Optional[_Step] = next(flow, None)
-            while step is not None:
-                response: Optional[httpx.Response] = None
-                if isinstance(step, _Lock):
-                    wanted_sync = self._sync_lock(step.key)
-                    wanted_sync.acquire()
-                    lock = wanted_sync
-                elif isinstance(step, _Unlock):
-                    assert lock is not None
-                    lock.release()
-                    lock = None
-                else:
-                    response = yield step.request
-                    if step.token_request:
-                        _cap_token_answer(response, self._user)
-                        response.read()
-                try:
-                    step = flow.send(response)
-                except StopIteration:
-                    step = None
-        finally:
-            if lock is not None:
-                lock.release()
-            flow.close()
 
     # -- decisions (no I/O) ------------------------------------------------------------------
 
@@ -658,11 +323,11 @@ class TokenAuth(httpx.Auth):
                 return None if used == "static" else _Plan("static")
             asked = normalize_scopes(bearer.get("scope").split())
             if (
-                isinstance(used, _Token)
+                isinstance(used, Token)
                 and used.realm == realm
                 and used.service == service
                 and used.fresh(self.clock())
-                and _covers(used.scopes, asked)
+                and covers(used.scopes, asked)
             ):
                 if bearer.get("error") != "invalid_token":
                     # Our token was fine and covered what was asked: the registry refuses us,
@@ -678,7 +343,7 @@ class TokenAuth(httpx.Auth):
             # Harbor answers some 401s without a challenge (goharbor/harbor#12192, #18305): the
             # one learnt before still holds, and the token sent is presumably stale: one fresh
             # token, once (the caller decodes the 401 if that is refused too).
-            if isinstance(used, _Token):
+            if isinstance(used, Token):
                 self._evict(used)
             return _Plan("bearer", known.realm, known.service, self.scopes)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
@@ -704,7 +369,7 @@ class TokenAuth(httpx.Auth):
                 if len(challenges) > MAX_CHALLENGES:
                     raise ChallengeLimitError(f"with more than {MAX_CHALLENGES} challenges")
         except ChallengeLimitError as exc:
-            where = _netloc(response.request.url)
+            where = netloc(response.request.url)
             raise AuthenticationError(
                 f"authentication failed: {where} sent a WWW-Authenticate header {exc}",
                 operation="authenticate",
@@ -715,7 +380,7 @@ class TokenAuth(httpx.Auth):
         return challenges
 
     def _realm(self, realm: str, response: httpx.Response) -> str:
-        where = _netloc(response.request.url)
+        where = netloc(response.request.url)
         try:
             url = response.request.url.join(realm)
         except httpx.InvalidURL:
@@ -729,21 +394,21 @@ class TokenAuth(httpx.Auth):
             )
         return str(url)
 
-    def _cached(self, plan: _Plan) -> Optional[_Token]:
+    def _cached(self, plan: _Plan) -> Optional[Token]:
         now = self.clock()
-        best: Optional[_Token] = None
+        best: Optional[Token] = None
         for token in list(self._tokens.values()):
             if (
                 token.realm == plan.realm
                 and token.service == plan.service
                 and token.fresh(now)
-                and _covers(token.scopes, plan.scopes)
+                and covers(token.scopes, plan.scopes)
                 and (best is None or token.expires_at > best.expires_at)
             ):
                 best = token
         return best
 
-    def _store(self, token: _Token) -> None:
+    def _store(self, token: Token) -> None:
         now = self.clock()
         with self._mutex:
             for key, old in list(self._tokens.items()):
@@ -751,7 +416,7 @@ class TokenAuth(httpx.Auth):
                     del self._tokens[key]
             self._tokens[(token.realm, token.service, token.scopes)] = token
 
-    def _evict(self, token: _Token) -> None:
+    def _evict(self, token: Token) -> None:
         with self._mutex:
             key = (token.realm, token.service, token.scopes)
             if self._tokens.get(key) is token:
@@ -775,7 +440,7 @@ class TokenAuth(httpx.Auth):
 
     # -- headers -----------------------------------------------------------------------------
 
-    def _attach(self, request: httpx.Request, plan: _Plan, token: Optional[_Token]) -> _Used:
+    def _attach(self, request: httpx.Request, plan: _Plan, token: Optional[Token]) -> _Used:
         creds = self.credentials
         if plan.kind == "basic":
             assert creds is not None and creds.username and creds.password is not None
@@ -800,7 +465,7 @@ class TokenAuth(httpx.Auth):
         if url.scheme == "https" or self.allow_insecure_credentials or _is_loopback(url.host):
             return
         who = self.credentials.describe() if self.credentials else "anonymous"
-        where = _netloc(url)
+        where = netloc(url)
         raise AuthenticationError(
             f"refusing to {doing} {who} to {where} over plain HTTP, where anyone on the network "
             "can read them (use HTTPS, or pass --plain-http or --insecure to allow it)",
@@ -811,9 +476,7 @@ class TokenAuth(httpx.Auth):
 
     # -- the token request -------------------------------------------------------------------
 
-    def _exchange(
-        self, plan: _Plan, origin_request: httpx.Request
-    ) -> Generator[_Step, Optional[httpx.Response], _Token]:
+    def _exchange(self, plan: _Plan, origin_request: httpx.Request) -> Flow:
         """Yield the token request(s), receive their (read) responses, return the token."""
         creds = self.credentials
         realm = httpx.URL(plan.realm)
@@ -828,7 +491,7 @@ class TokenAuth(httpx.Auth):
             extensions["timeout"] = origin_request.extensions["timeout"]
         scopes = sorted(plan.scopes)
 
-        def get(username: str = "", password: str = "") -> _Send:
+        def get(username: str = "", password: str = "") -> httpx.Request:
             params: dict[str, Union[str, list[str]]] = {}
             if plan.service:
                 params["service"] = plan.service
@@ -839,15 +502,8 @@ class TokenAuth(httpx.Auth):
                 self._check_transport(realm, "send the credentials of")
                 params["account"] = username
                 get_headers["Authorization"] = _basic(username, password)
-            self.token_requests += 1
-            return _Send(
-                httpx.Request(
-                    "GET",
-                    realm.copy_merge_params(params),
-                    headers=get_headers,
-                    extensions=extensions,
-                ),
-                token_request=True,
+            return httpx.Request(
+                "GET", realm.copy_merge_params(params), headers=get_headers, extensions=extensions
             )
 
         authenticated = creds is not None and bool(creds.identity_token or creds.has_basic)
@@ -863,23 +519,27 @@ class TokenAuth(httpx.Auth):
                 form["service"] = plan.service
             if scopes:
                 form["scope"] = " ".join(scopes)
-            self.token_requests += 1
-            response = yield _Send(
-                httpx.Request("POST", realm, data=form, headers=headers, extensions=extensions),
-                token_request=True,
+            response = yield from self._ask(
+                httpx.Request("POST", realm, data=form, headers=headers, extensions=extensions)
             )
-            assert response is not None
             if response.status_code in (404, 405):
                 # A token server without the OAuth2 endpoint: send the refresh token as the
                 # password of a Basic token request, as docker/distribution's client does.
-                response = yield get(creds.username or "<token>", refresh_token)
+                response = yield from self._ask(get(creds.username or "<token>", refresh_token))
         elif creds is not None and creds.has_basic:
             assert creds.username is not None and creds.password is not None
-            response = yield get(creds.username, creds.password.reveal())
+            response = yield from self._ask(get(creds.username, creds.password.reveal()))
         else:
-            response = yield get()
-        assert response is not None
-        token = self._parse_token(response, plan, authenticated)
+            response = yield from self._ask(get())
+        token = parse_token(
+            response,
+            realm=plan.realm,
+            service=plan.service,
+            scopes=plan.scopes,
+            credentials=creds,
+            authenticated=authenticated,
+            now=self.clock(),
+        )
         self._store(token)
         log.debug(
             "token for %s scopes %s from %s (%s)",
@@ -890,75 +550,10 @@ class TokenAuth(httpx.Auth):
         )
         return token
 
-    def _parse_token(self, response: httpx.Response, plan: _Plan, authenticated: bool) -> _Token:
-        where = _netloc(response.request.url)
-        user = self._user
-        status = response.status_code
-        detail = _error_detail(response) if status >= 400 else ""
-        reason = f" ({detail})" if detail else ""
-        if status in (401, 403):
-            creds = self.credentials
-            if creds is not None and creds.username:
-                whose = f"the credentials of user '{creds.username}'"
-            elif creds is not None and creds.identity_token:
-                whose = "the identity token"
-            else:
-                whose = "an anonymous token request"
-            raise AuthenticationError(
-                f"authentication failed: {where} refused {whose}{reason}",
-                operation="authenticate",
-                image=where,
-                user=user,
-                status=status,
-            )
-        if status >= 400 or status < 200:
-            raise AuthenticationError(
-                f"authentication failed: token request to {where} answered HTTP {status}{reason}",
-                operation="authenticate",
-                image=where,
-                user=user,
-                status=status,
-            )
-        if len(response.content) > MAX_TOKEN_RESPONSE_BYTES:
-            # Read whole by a transport of the caller's (nothing of ours streamed it).
-            raise _too_large(response, str(len(response.content)), user)
-        try:
-            data = json.loads(response.content)
-        except (ValueError, RecursionError):  # RecursionError: nested too deeply
-            data = None
-        value = None
-        if isinstance(data, dict):
-            value = data.get("token") or data.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise AuthenticationError(
-                f"authentication failed: token server {where} answered without a token "
-                "(not the JSON of the registry token protocol)",
-                operation="authenticate",
-                image=where,
-                user=user,
-                status=status,
-            )
-        assert isinstance(data, dict)
-        now = self.clock()
-        lifetime = DEFAULT_EXPIRES_IN
-        expires_in = data.get("expires_in")
-        if (
-            isinstance(expires_in, (int, float))
-            and not isinstance(expires_in, bool)
-            and expires_in > 0
-        ):
-            lifetime = float(expires_in)
-        issued_at = _parse_rfc3339(data.get("issued_at"))
-        # Trust issued_at only when it is plausible: a server clock ahead of ours, or behind by
-        # more than the lifetime, would otherwise make every token look expired at birth.
-        if issued_at is None or not (0 <= now - issued_at < lifetime):
-            issued_at = now
-        return _Token(
-            value=Secret(value),
-            realm=plan.realm,
-            service=plan.service,
-            scopes=plan.scopes,
-            expires_at=issued_at + lifetime,
-            lifetime=lifetime,
-            authenticated=authenticated,
-        )
+    def _ask(self, request: httpx.Request) -> Flow:
+        """Send a token request; return its answer, read within the cap (see .tokenanswer)."""
+        self.token_requests += 1
+        response = yield request
+        cap_token_answer(response, self._user)
+        yield Read(response)
+        return response

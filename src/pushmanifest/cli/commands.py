@@ -1,0 +1,217 @@
+"""The commands: each turns its arguments into the library's options, calls the library, and
+prints the outcome (for a push, also what was written when the run failed part-way).
+
+Heavy modules (httpx, pydantic, yaml) are imported inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Callable, Optional
+
+from ..errors import InputError, SpecError
+from .signals import _run_interruptibly
+
+if TYPE_CHECKING:
+    from ..auth import Credentials
+    from ..pusher import PushOptions, PushResult
+    from ..registry import ClientOptions
+    from ..spec import ManifestListSpec
+
+log = logging.getLogger("pushmanifest")
+
+
+def _run_from_spec(args: argparse.Namespace) -> int:
+    from ..spec import load_spec_file, load_spec_stream
+
+    options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
+    specs = []
+    problems = []
+    for path in args.specs:
+        try:
+            if path == "-":
+                specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
+            else:
+                specs.extend(load_spec_file(path))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+        except OSError as exc:
+            raise InputError(f"cannot read spec {path}: {exc.strerror or exc}") from exc
+    if problems:
+        raise SpecError(problems)
+    if args.annotations:
+        from ..fromargs import parse_annotations, with_annotations
+
+        annotations = parse_annotations(args.annotations)
+        specs = [with_annotations(spec, annotations) for spec in specs]
+    return _push_and_print(specs, options, as_json=args.json)
+
+
+def _run_from_args(args: argparse.Namespace) -> int:
+    from ..fromargs import parse_annotations, spec_from_args
+
+    spec = spec_from_args(
+        platforms=args.platforms,
+        template=args.template,
+        target=args.target,
+        tags=args.tags,
+        annotations=parse_annotations(args.annotations),
+    )
+    return _push_and_print([spec], _push_options(args), as_json=args.json)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from ..validate import validate_specs
+
+    report = validate_specs(
+        args.specs, allow_unset_env=args.allow_unset_env, read_stdin=sys.stdin.read
+    )
+    if report.problems:
+        for problem in report.problems:
+            sys.stderr.write(f"{problem}\n")
+        return 2
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from ..schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from ..inspecting import InspectOptions, inspect
+
+    options = InspectOptions(
+        credentials=_credentials(args),
+        docker_config=args.docker_cfg,
+        client=_client_options(args),
+    )
+    result = inspect(args.ref, options)
+    out = sys.stdout
+    if args.raw:
+        out.flush()
+        buffer = getattr(out, "buffer", None)
+        if buffer is not None:
+            buffer.write(result.data)
+            buffer.flush()
+        else:  # a text-only stream (tests replacing sys.stdout)
+            out.write(result.data.decode("utf-8", "replace"))
+    elif args.json:
+        out.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        out.write(result.to_text())
+    out.flush()
+    return 0
+
+
+def _push_and_print(
+    specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
+) -> int:
+    from ..pusher import partial_push, push_async
+
+    try:
+        results = _run_interruptibly(lambda: push_async(specs, options))
+    except BaseException as exc:
+        # Scripts read stdout: every list that was written is printed even when the run failed.
+        partial = partial_push(exc)
+        if partial is not None:
+            for result in partial.written:
+                _print_result(result, as_json=as_json)
+            for what in partial.not_written:
+                sys.stderr.write(f"not written: {what}\n")
+        raise
+    for result in results:
+        _print_result(result, as_json=as_json)
+    return 0
+
+
+def _push_options(args: argparse.Namespace) -> PushOptions:
+    from ..pusher import PushOptions
+
+    return PushOptions(
+        list_type=args.list_type,
+        ignore_missing=args.ignore_missing,
+        dry_run=args.dry_run,
+        append=args.append,
+        force=args.force,
+        wait=args.wait,
+        check_platform=args.check_platform,
+        strict_platform=args.strict_platform,
+        deadline=args.deadline,
+        credentials=_credentials(args),
+        docker_config=args.docker_cfg,
+        client=_client_options(args),
+    )
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    from ..registry import ClientOptions
+
+    if args.insecure:
+        log.warning("--insecure: TLS certificates are not verified")
+    options = ClientOptions(
+        plain_http=args.plain_http,
+        insecure=args.insecure,
+        ca_file=args.ca_file,
+        read_timeout=args.timeout,
+        max_concurrency=args.max_concurrency,
+        retries=args.retries,
+    )
+    try:
+        _ = options.tls_verify  # reads --ca-file now: a bad one stops the run before any request
+    except InputError as exc:
+        raise InputError(f"--ca-file: {exc}") from None
+    return options
+
+
+def _credentials(args: argparse.Namespace) -> Optional[Credentials]:
+    from ..auth import Credentials, Secret
+
+    password: Optional[str] = args.password
+    if args.password_stdin:
+        if args.password is not None:
+            raise InputError("--password and --password-stdin exclude each other")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InputError("--password-stdin: standard input held no password")
+    elif password is not None:
+        log.warning(
+            "--password on the command line is visible to other users; use --password-stdin"
+        )
+    if (args.username is None) != (password is None):
+        raise InputError("--username and a password go together (--password-stdin)")
+    if args.username is None or password is None:
+        return None
+    return Credentials(username=args.username, password=Secret(password), source="--username")
+
+
+def _print_result(result: PushResult, *, as_json: bool) -> None:
+    out = sys.stdout
+    if as_json:
+        data = result.to_dict()
+        if result.dry_run:
+            data["manifest"] = json.loads(result.data)
+        out.write(json.dumps(data) + "\n")
+        return
+    if result.dry_run:
+        out.write(result.data.decode("utf-8") + "\n")
+        log.info("dry run: nothing was written to %s", result.target.familiar())
+    out.write(f"Digest: {result.digest} {result.size}\n")
+    out.flush()
+
+
+#: The function that runs each command, by its name (parsers.COMMANDS).
+RUNS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "from-spec": _run_from_spec,
+    "from-args": _run_from_args,
+    "inspect": _run_inspect,
+    "validate": _run_validate,
+    "schema": _run_schema,
+}
