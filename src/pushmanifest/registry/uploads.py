@@ -91,7 +91,9 @@ class BlobTransfers(Connection):
         ``--deadline``), the PATCH body is ended cleanly rather than cut: the registry then
         answers with the session's latest Location, and the session is deleted there. (A body
         cut short leaves the session's data out of step with the ``_state`` of every Location
-        it gave, and distribution refuses to delete it: its partial data would stay.)
+        it gave, and distribution refuses to delete it: its partial data would stay.) A
+        cancellation during the commit lets the PUT end too before deleting: see
+        :meth:`_cancel_after`.
         """
         feed = _StoppableFeed(chunks)
         patch = asyncio.ensure_future(
@@ -121,8 +123,12 @@ class BlobTransfers(Connection):
             raise feed.failure
         try:
             self._raise_for_status(response, "push blob to", image, body)
-            url = httpx.URL(latest).copy_merge_params({"digest": digest})
-            response, body = await self._request(
+        except BaseException:
+            await self.delete_upload(latest)
+            raise
+        url = httpx.URL(latest).copy_merge_params({"digest": digest})
+        commit = asyncio.ensure_future(
+            self._request(
                 "PUT",
                 str(url),
                 headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
@@ -132,19 +138,43 @@ class BlobTransfers(Connection):
                 cap=MAX_ERROR_BYTES,
                 retry=False,  # a failed commit leaves the session in a state we cannot know
             )
+        )
+        try:
+            response, body = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await self._cancel_after(commit, latest, committing=True)
+            raise
+        except BaseException:
+            await self.delete_upload(latest)
+            raise
+        try:
             self._raise_for_status(response, "push blob to", image, body)
         except BaseException:
             await self.delete_upload(latest)
             raise
 
-    async def _cancel_after(self, patch: asyncio.Future[Any], location: str) -> None:
-        """The run was cancelled mid-upload: let the PATCH end, then delete its session."""
+    async def _cancel_after(
+        self, request: asyncio.Future[Any], location: str, *, committing: bool = False
+    ) -> None:
+        """The run was cancelled mid-upload: let the request in flight end, then delete its session.
+
+        Never while the registry still handles that request: distribution resumes the session
+        for every request, opening its ``data`` file with O_CREAT, so a DELETE that races the
+        commit's PUT (which removes the session) leaves an empty ``data`` file behind that no
+        request can reach. A commit that succeeded leaves no session to delete (its Location is
+        the blob's, never to be deleted).
+        """
         latest = location
         try:
-            response, _ = await asyncio.wait_for(patch, UPLOAD_CANCEL_SECONDS)
-            latest = self._next_location(response, location)
+            response, _ = await asyncio.wait_for(request, UPLOAD_CANCEL_SECONDS)
         except BaseException as exc:
             log.debug("upload %s did not end cleanly: %r", location, exc)
+        else:
+            if committing:
+                if response.status_code < 400:
+                    return
+            else:
+                latest = self._next_location(response, location)
         await asyncio.shield(self.delete_upload(latest))
 
     @staticmethod
