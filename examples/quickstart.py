@@ -6,7 +6,8 @@ Run it through ``examples/quickstart.sh``, which installs what is missing first.
 2. pushes four tiny single-architecture images (as a per-architecture build would) to
    ``demo/compose-updater:{amd64,arm32v6,arm32v7,arm64v8}``;
 3. runs ``pushmanifest from-spec examples/multi-arch-manifest.yaml`` against it;
-4. reads the list back and prints it, then stops the registry.
+4. reads the list back and prints it;
+5. runs ``examples/library_push.py`` against it (the same from Python), then stops the registry.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def main() -> int:
                     if p
                 )
                 print(f"  {name:<16} {entry['digest']}")
-            return 0
+
+            library = REPO_ROOT / "examples" / "library_push.py"
+            print(f"\n$ python3 {library.relative_to(REPO_ROOT)} {registry.host}")
+            sys.stdout.flush()
+            return subprocess.run([sys.executable, str(library), registry.host]).returncode
         finally:
             registry.stop()
 

@@ -13,8 +13,15 @@ if ! command -v docker-registry >/dev/null; then
     exit 1
   fi
 fi
+# pushmanifest goes into a virtual environment of the clone's own (.venv): a system Python is
+# often externally managed (Debian 12, Ubuntu 24.04) and refuses pip install outside one.
+python=python3
 if ! python3 -c "import pushmanifest, httpx, yaml, pydantic" 2>/dev/null; then
-  echo "quickstart: installing pushmanifest from this clone" >&2
-  python3 -m pip install -q -e .
+  python=.venv/bin/python
+  if ! "$python" -c "import pushmanifest, httpx, yaml, pydantic" 2>/dev/null; then
+    echo "quickstart: installing pushmanifest from this clone into .venv" >&2
+    python3 -m venv .venv
+    "$python" -m pip install -q -e .
+  fi
 fi
-exec python3 examples/quickstart.py "$@"
+exec "$python" examples/quickstart.py "$@"

@@ -8,16 +8,20 @@ Each is session-scoped and yields a :class:`support.registry.RegistryServer` (``
 ``users``, ...). Tests share them: use repository names of their own. Without the registry binary
 (or if it does not start) the tests that use them are skipped, and under ``CI=true`` they fail.
 Tests using them get the ``registry`` marker (``pytest -m "not registry"`` leaves them out).
+
+* ``cli`` - the CLI as a subprocess (:func:`support.cli.run_cli`; test files wrap it as ``run``).
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
+from support.cli import run_cli
 from support.registry import (
     RegistryServer,
     RegistryStartError,
@@ -81,3 +85,9 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
     server = _start(tmp_path_factory, "registry-tls", start_tls_registry)
     with server:
         yield server
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[Any]]:
+    """The CLI as a subprocess: :func:`support.cli.run_cli` (options there)."""
+    return run_cli

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,18 +11,13 @@ import pytest
 
 from pushmanifest import __version__
 from pushmanifest.cli import _split_command, main
+from support.cli import run_cli
 
 DATA = Path(__file__).parent / "data" / "specs"
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, stdin=stdin, hermetic=False, timeout=60)
 
 
 def test_version() -> None:
@@ -115,9 +111,26 @@ def test_reads_spec_from_stdin_and_reports_position() -> None:
     assert result.stderr.startswith("<stdin>:1:8: ")
 
 
-def test_the_command_skips_packages_it_never_uses() -> None:
+SKIPPED_PACKAGES = ("trio", "h2", "click", "rich", "pygments")
+
+
+def test_the_command_skips_packages_it_never_uses(tmp_path: Path) -> None:
     """trio, h2 and httpx's CLI (click, rich) cost start-up where installed; the command process
-    (console_main) imports none of them, and httpx and the push machinery still work."""
+    (console_main) imports none of them, and httpx and the push machinery still work.
+
+    Installed or not here, each of them is: a stand-in package of that name, first on the path,
+    writes its name to a log when imported (so the test fails wherever the skipping breaks)."""
+    log = tmp_path / "imported.log"
+    fakes = tmp_path / "fakes"
+    for name in SKIPPED_PACKAGES:
+        (fakes / name).mkdir(parents=True)
+        (fakes / name / "__init__.py").write_text(
+            "import os\n"
+            "with open(os.environ['FAKE_IMPORT_LOG'], 'a') as log:\n"
+            "    log.write(__name__ + '\\n')\n"
+        )
+    path = os.pathsep.join(p for p in (str(fakes), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "FAKE_IMPORT_LOG": str(log)}
     code = (
         "import sys\n"
         "from pushmanifest.cli import _skip_unused_imports\n"
@@ -128,6 +141,14 @@ def test_the_command_skips_packages_it_never_uses() -> None:
         "             if sys.modules.get(m) is not None))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
     )
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    assert not log.exists(), log.read_text()
+    # The stand-ins are importable: without the skipping, they would have been imported.
+    check = subprocess.run(
+        [sys.executable, "-c", f"import {', '.join(SKIPPED_PACKAGES)}"], env=env, timeout=60
+    )
+    assert check.returncode == 0
+    assert log.read_text().split() == list(SKIPPED_PACKAGES)

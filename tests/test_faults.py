@@ -25,9 +25,7 @@ N = 8 (p = 2.6e-7 per request) to make that about once in 5 000.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +37,7 @@ from typing import Any, Optional
 import pytest
 
 import pushmanifest
+import support.cli as support_cli
 from pushmanifest import ClientOptions, Credentials, PushOptions
 from pushmanifest.errors import PushManifestError
 from support.images import RegistryHTTPError, SeedClient, SeededImage, seed_image
@@ -181,17 +180,7 @@ def arm(proxy: HttpProxy, seed: int, rate: float = RATE, kinds: Any = None) -> N
 
 
 def run_cli(*args: str, stdin: str = "", cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["HOME"] = str(cwd)  # never the developer's ~/.docker
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return support_cli.run_cli(*args, stdin=stdin, cwd=cwd)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess[str]) -> str:

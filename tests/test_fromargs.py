@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
+import support.cli as support_cli
 from pushmanifest import InputError, InvalidPlatformError, InvalidReferenceError, SpecError
 from pushmanifest.cli import _split_command, main
 from pushmanifest.fromargs import (
@@ -326,11 +325,8 @@ def test_help_lists_the_new_commands() -> None:
 
 def test_startup_does_not_import_httpx_or_pydantic() -> None:
     for args in (["--version"], ["--help"], ["from-args", "--help"], ["inspect", "--help"]):
-        result = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "pushmanifest", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = support_cli.run_cli(
+            *args, python_args=("-X", "importtime"), hermetic=False, timeout=60
         )
         assert result.returncode == 0
         imported = [line for line in result.stderr.splitlines() if "import time:" in line]
@@ -398,26 +394,11 @@ FOUR = {
 
 
 def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return support_cli.run_cli(*args, stdin=stdin, hermetic=False, timeout=60)
 
 
 def run_cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["HOME"] = str(cwd or Path.cwd())  # never the developer's ~/.docker
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return support_cli.run_cli(*args, cwd=cwd)
 
 
 def seed(server: Any, repository: str, tags: dict[str, str], **kwargs: Any) -> dict[str, Any]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
 import pushmanifest
+import support.cli as support_cli
 from pushmanifest import ClientOptions, Credentials, Platform
 from pushmanifest.cli import main
 from pushmanifest.fromargs import spec_from_args
@@ -36,17 +35,7 @@ def run_cli(
     *args: str, stdin: str = "", cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None
 ) -> subprocess.CompletedProcess[bytes]:
     """The CLI as a subprocess; stdout as bytes (--raw must be byte-exact)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    full_env["HOME"] = str(cwd or Path.cwd())  # never the developer's ~/.docker
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin.encode(),
-        capture_output=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return support_cli.run_cli(*args, stdin=stdin, cwd=cwd, env=env, binary=True)
 
 
 def text(result: subprocess.CompletedProcess[bytes]) -> str:

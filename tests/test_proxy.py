@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from typing import Optional
 
 import pytest
 
-from support.proxy import HttpProxy, RecordedRequest, depth_of
+from support.proxy import HttpProxy, RecordedRequest, WaveGate, depth_of, process_blocked
 
 BIG = bytes(range(256)) * 800  # 200 KiB: several 64 KiB pieces
 CHUNKS = [b"hello ", b"chunked ", BIG, b"world"]
@@ -230,38 +233,118 @@ def test_counting_and_reset(proxy: HttpProxy) -> None:
     assert (proxy.count(), proxy.connections, proxy.depth()) == (0, 0, 0)
 
 
-def test_depth_sequential_and_concurrent(upstream: _Upstream) -> None:
-    with HttpProxy(upstream=upstream.host, delay=0.1) as proxy:
+#: A client in its own process (the gate watches a process): ``python -c CLIENT MODE HOST``.
+CLIENT = r"""
+import http.client, sys, threading, time
+
+mode, host = sys.argv[1], sys.argv[2]
+
+
+def get(conn, path="/fixed"):
+    conn.request("GET", path)
+    response = conn.getresponse()
+    assert response.read() == b"fixed body\n"
+
+
+if mode == "sequential":  # three round trips, one after another
+    conn = http.client.HTTPConnection(host, timeout=60)
+    for _ in range(3):
+        get(conn)
+elif mode in ("concurrent", "chain"):  # five at once; "chain": then one more
+    def worker():
+        get(http.client.HTTPConnection(host, timeout=60))
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if mode == "chain":
+        get(http.client.HTTPConnection(host, timeout=60))
+elif mode == "slow":  # A, then a long computation, then B, which does not need A's answer
+    a, b = (http.client.HTTPConnection(host, timeout=60) for _ in range(2))
+    a.request("GET", "/fixed")
+    until = time.process_time() + 0.5  # CPU time: busy, never blocked
+    while time.process_time() < until:
+        pass
+    b.request("GET", "/fixed")
+    for conn in (a, b):
+        assert conn.getresponse().read() == b"fixed body\n"
+"""
+
+
+def _client_depth(upstream: _Upstream, mode: str) -> tuple[int, HttpProxy]:
+    gate = WaveGate()
+    with HttpProxy(upstream=upstream.host, gate=gate) as proxy:
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, mode, proxy.host])
+        gate.watch(client.pid)
+        assert client.wait(timeout=120) == 0
+        assert proxy.errors == []
+        return proxy.depth(), proxy
+
+
+@pytest.mark.parametrize(
+    "mode, depth, widest, count",
+    [("sequential", 3, 1, 3), ("concurrent", 1, 5, 5), ("chain", 2, 5, 6), ("slow", 1, 2, 2)],
+)
+def test_depth_in_waves(
+    upstream: _Upstream, mode: str, depth: int, widest: int, count: int
+) -> None:
+    """Waves count round trips whatever the load: "slow" sends B half a CPU-second after A, so
+    it arrives long after A could have been answered; A is held while the client computes."""
+    measured, proxy = _client_depth(upstream, mode)
+    assert (measured, proxy.widest_wave(), proxy.count()) == (depth, widest, count)
+    assert {r.wave for r in proxy.requests} == set(range(1, depth + 1))
+
+
+def test_depth_by_overlap_without_a_gate(upstream: _Upstream) -> None:
+    with HttpProxy(upstream=upstream.host) as proxy:
         for _ in range(3):
             assert _get(proxy, "/fixed")[0] == 200
-        assert proxy.depth() == 3
+        assert proxy.depth() == 3  # sequential requests: no overlap, whatever the load
+        assert {r.wave for r in proxy.requests} == {None}
+
+
+def test_gate_without_a_client_to_watch_says_so(upstream: _Upstream) -> None:
+    gate = WaveGate(stall_timeout=0.2)
+    with HttpProxy(upstream=upstream.host, gate=gate) as proxy:
+        assert _get(proxy, "/fixed")[0] == 200  # held, then released by the stall rule
+        assert len(proxy.errors) == 1 and "depth unreliable" in proxy.errors[0]
         proxy.reset()
+        assert proxy.errors == [] and gate.waves == 0
 
-        barrier = threading.Barrier(5)
-        statuses: list[int] = []
 
-        def worker() -> None:
-            conn = http.client.HTTPConnection(proxy.host, timeout=5)
-            conn.connect()
-            barrier.wait()
-            conn.request("GET", "/fixed")
-            response = conn.getresponse()
-            response.read()  # the request is recorded once the whole response has gone out
-            statuses.append(response.status)
-            conn.close()
+def test_process_blocked() -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 60  # a bound only a hang reaches
+        while not process_blocked(sleeper.pid):  # starting up: importing, not yet asleep
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not process_blocked(spinner.pid)  # running or runnable: R, never S
+        assert not process_blocked(os.getpid())  # this thread is running
+    finally:
+        sleeper.kill()
+        spinner.kill()
+        sleeper.wait()
+        spinner.wait()
+    assert process_blocked(sleeper.pid)  # gone: sends nothing more
 
-        began = time.monotonic()
-        threads = [threading.Thread(target=worker) for _ in range(5)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert statuses == [200] * 5
-        assert proxy.count() == 5
-        assert proxy.connections == 5
-        assert proxy.depth() == 1
-        assert time.monotonic() - began < 0.4  # the delays overlapped
-        assert proxy.errors == []
+
+def test_response_header_rewrite(upstream: _Upstream) -> None:
+    def rewrite(name: str, value: str) -> str:
+        return (
+            value.replace("sha256:abc", "sha256:def") if name == "docker-content-digest" else value
+        )
+
+    with HttpProxy(upstream=upstream.host, rewrite_response_header=rewrite) as proxy:
+        conn = http.client.HTTPConnection(proxy.host, timeout=5)
+        conn.request("GET", "/fixed")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"fixed body\n")
+        assert response.getheader("Docker-Content-Digest") == "sha256:def"
+        conn.close()
 
 
 def test_depth_of() -> None:
@@ -276,13 +359,22 @@ def test_delay_is_applied(upstream: _Upstream) -> None:
     with HttpProxy(upstream=upstream.host, delay=0.15) as proxy:
         began = time.monotonic()
         assert _get(proxy, "/fixed") == (200, b"fixed body\n")
-        assert time.monotonic() - began >= 0.15
+        assert time.monotonic() - began >= 0.15  # a lower bound: load only lengthens it
         (record,) = proxy.requests
         assert record.duration >= 0.15
+        # The attribute is read per request: an hour's delay is a timeout, none is an answer
+        # (with a bound only a hang reaches).
+        proxy.delay = 3600.0
+        with pytest.raises(TimeoutError):
+            conn = http.client.HTTPConnection(proxy.host, timeout=1)
+            conn.request("GET", "/fixed")
+            conn.getresponse()
+        conn.close()
         proxy.delay = 0.0
-        began = time.monotonic()
-        _get(proxy, "/fixed")
-        assert time.monotonic() - began < 0.1
+        conn = http.client.HTTPConnection(proxy.host, timeout=60)
+        conn.request("GET", "/fixed")
+        assert conn.getresponse().status == 200
+        conn.close()
 
 
 def test_chunked_bodies_both_ways(proxy: HttpProxy) -> None:

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Optional
@@ -18,9 +17,10 @@ from typing import Any, Optional
 import pytest
 
 import pushmanifest
+import support.cli as support_cli
 from pushmanifest import ClientOptions, Credentials, ManifestListSpec, PushOptions
-from support.images import read_manifest, seed_image
-from support.proxy import HttpProxy
+from support.images import RegistryHTTPError, read_manifest, seed_image
+from support.proxy import HttpProxy, WaveGate
 
 pytestmark = pytest.mark.registry
 
@@ -35,18 +35,7 @@ SEED_PLATFORMS = [
 def run_cli(
     *args: str, stdin: str = "", env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    full_env["HOME"] = str(cwd or Path.cwd())  # never the developer's ~/.docker
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return support_cli.run_cli(*args, stdin=stdin, env=env, cwd=cwd)
 
 
 def seed_set(
@@ -256,8 +245,9 @@ def test_missing_sources_all_named(open_registry: Any, tmp_path: Path) -> None:
     assert "arm32v7" in result.stderr and "arm64v8" in result.stderr
     assert "amd64" not in result.stderr.split("exist")[1]
     # Nothing was written.
-    with pytest.raises(Exception):  # noqa: B017 - the independent client raises on 404
+    with pytest.raises(RegistryHTTPError) as excinfo:
         read_manifest(open_registry, repo, "latest")
+    assert (excinfo.value.status, excinfo.value.codes) == (404, ["MANIFEST_UNKNOWN"])
 
 
 def test_ignore_missing(open_registry: Any, tmp_path: Path) -> None:
@@ -288,8 +278,9 @@ def test_dry_run_writes_nothing(open_registry: Any, tmp_path: Path) -> None:
     listed = result.stdout.split("Digest:")[0].strip().encode()
     assert len(listed) == size
     assert json.loads(listed)["manifests"]
-    with pytest.raises(Exception):  # noqa: B017
+    with pytest.raises(RegistryHTTPError) as excinfo:
         read_manifest(open_registry, repo, "latest")
+    assert (excinfo.value.status, excinfo.value.codes) == (404, ["MANIFEST_UNKNOWN"])
     # The real push afterwards gives the same digest.
     pushed = run_cli("from-spec", str(spec), cwd=tmp_path)
     assert digest_line(pushed.stdout) == (digest, size)
@@ -318,10 +309,13 @@ def test_unchanged_rerun_writes_nothing_and_request_counts(
     repo = "demo/rerun"
     seeded = seed_set(open_registry, repo)
     n, extra_tags = len(seeded), 2
-    # A delay makes concurrent requests overlap as over a real network: depth is then exact.
-    with HttpProxy(upstream=open_registry.host, delay=0.05) as proxy:
+    # The gate releases requests in waves: depth is the number of round trips, whatever the load.
+    gate = WaveGate()
+    with HttpProxy(upstream=open_registry.host, gate=gate) as proxy:
         spec = write_spec(tmp_path, spec_text(proxy.host, repo, "v1", tags=["v", "latest"]))
-        first = run_cli("from-spec", str(spec), "--plain-http", cwd=tmp_path)
+        first = support_cli.run_cli(
+            "from-spec", str(spec), "--plain-http", cwd=tmp_path, on_start=gate.watch
+        )
         assert first.returncode == 0, first.stderr
         tags = extra_tags + 1
         # A HEAD per source, a HEAD and a PUT per tag; nothing else (no ping when anonymous).
@@ -330,7 +324,9 @@ def test_unchanged_rerun_writes_nothing_and_request_counts(
         assert proxy.count("PUT") == tags
         assert proxy.depth() <= 2
         proxy.reset()
-        second = run_cli("from-spec", str(spec), "--plain-http", cwd=tmp_path)
+        second = support_cli.run_cli(
+            "from-spec", str(spec), "--plain-http", cwd=tmp_path, on_start=gate.watch
+        )
         assert second.returncode == 0, second.stderr
         assert digest_line(second.stdout) == digest_line(first.stdout)
         assert proxy.count("PUT") == 0
@@ -340,10 +336,13 @@ def test_unchanged_rerun_writes_nothing_and_request_counts(
 def test_platforms_from_image_config(open_registry: Any, tmp_path: Path) -> None:
     repo = "demo/no-platform"
     seeded = seed_set(open_registry, repo)
-    # A delay makes concurrent requests overlap as over a real network: depth is then exact.
-    with HttpProxy(upstream=open_registry.host, delay=0.05) as proxy:
+    # The gate releases requests in waves: depth is the number of round trips, whatever the load.
+    gate = WaveGate()
+    with HttpProxy(upstream=open_registry.host, gate=gate) as proxy:
         spec = write_spec(tmp_path, spec_text(proxy.host, repo, with_platform=False))
-        result = run_cli("from-spec", str(spec), "--plain-http", cwd=tmp_path)
+        result = support_cli.run_cli(
+            "from-spec", str(spec), "--plain-http", cwd=tmp_path, on_start=gate.watch
+        )
         assert result.returncode == 0, result.stderr
         n = len(seeded)
         assert proxy.count("GET", "/manifests/") == n

@@ -36,6 +36,7 @@ import pytest
 import respx
 
 import pushmanifest
+import support.cli as support_cli
 from pushmanifest import ClientOptions, Credentials, PushOptions, RegistryClient
 from pushmanifest.auth import DockerConfig, Secret, TokenAuth, load_docker_config
 from pushmanifest.cli import main as cli_main
@@ -76,18 +77,7 @@ def run_cli(
     stdin: str = "",
     env: Optional[dict[str, str]] = None,
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    full_env["HOME"] = str(cwd)  # never the developer's ~/.docker
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", "--debug", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return support_cli.run_cli(*args, stdin=stdin, cwd=cwd, env=env, cli_args=("--debug",))
 
 
 def spec_file(tmp_path: Path, host: str, repository: str, tag: str = "latest") -> Path:

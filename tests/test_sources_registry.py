@@ -7,17 +7,16 @@ checked to resolve by digest in the target repository with the exact size and me
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
 import pushmanifest
+import support.cli as support_cli
 from pushmanifest import ClientOptions, Credentials, ManifestListSpec, PushOptions
-from support.images import SeedClient, read_manifest, seed_image
+from support.images import RegistryHTTPError, SeedClient, read_manifest, seed_image
 from support.proxy import HttpProxy
 
 pytestmark = pytest.mark.registry
@@ -28,17 +27,7 @@ FAST = ClientOptions(plain_http=True, backoff=0.01)
 
 
 def cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["HOME"] = str(cwd)
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return support_cli.run_cli(*args, stdin=stdin, cwd=cwd)
 
 
 def check_list(
@@ -180,8 +169,9 @@ def test_copy_failure_leaves_no_upload_session_and_no_tag(open_registry: Any) ->
         assert opened >= 1
         assert proxy.count("DELETE", "/blobs/uploads/") == opened
         assert proxy.count("PUT", "/manifests/") == 0
-    with pytest.raises(Exception):  # noqa: B017 - 404: no tag was written
+    with pytest.raises(RegistryHTTPError) as excinfo:  # no tag was written
         read_manifest(open_registry, "team/broken-dst", "latest")
+    assert (excinfo.value.status, excinfo.value.codes) == (404, ["MANIFEST_UNKNOWN"])
 
 
 def seed_buildkit_index(server: Any, repository: str, tag: str) -> tuple[list[Any], bytes]:

@@ -131,6 +131,7 @@ _DEADLINE = _Number(
 )
 _CONCURRENCY = _Number(int, minimum=1, maximum=1024, what="a whole number")
 _ATTEMPTS = _Number(int, minimum=1, maximum=10, what="a whole number")
+_WAIT = _Number(float, minimum=0, maximum=86400, what="a number of seconds")
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +218,7 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wait",
-        type=float,
+        type=_WAIT,
         default=None,
         metavar="SECONDS",
         help="poll sources that do not exist yet (HEAD only) for up to SECONDS before failing "

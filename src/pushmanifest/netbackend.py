@@ -87,6 +87,18 @@ class CachedSocketBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+def network_backend(client: httpx.AsyncClient) -> Optional[httpcore.AsyncNetworkBackend]:
+    """The network backend under ``client``'s connection pool; None where that is not an
+    httpcore pool that this version of httpx builds (a custom transport, say)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool) or not isinstance(
+        backend, httpcore.AsyncNetworkBackend
+    ):
+        return None
+    return backend
+
+
 def install(client: httpx.AsyncClient) -> bool:
     """Put the caching backend under ``client``'s own connection pool; False where it is not an
     httpcore pool that this version of httpx builds (a custom transport, say): left as it is."""

@@ -13,15 +13,45 @@ The proxy runs its own asyncio event loop in a daemon thread, so sync test code 
 stdlib only and HTTP/1.1 aware: each client connection gets its own persistent upstream
 connection, requests and responses are parsed (Content-Length, chunked, close-delimited; HEAD,
 1xx, 204 and 304 carry no body) and relayed byte for byte, bodies streamed in 64 KiB pieces.
-Nothing is rewritten: the client's ``Host`` header goes upstream unchanged, so the registry builds
-its absolute ``Location`` URLs with the proxy's address and they stay valid for the client. The one
-exception is ``Expect: 100-continue``: the proxy answers ``100 Continue`` itself and drops the
-header from the forwarded request.
+Nothing is rewritten unless a test asks (``rewrite_path``, ``rewrite_response_header``): the
+client's ``Host`` header goes upstream unchanged, so the registry builds its absolute ``Location``
+URLs with the proxy's address and they stay valid for the client. The one exception is
+``Expect: 100-continue``: the proxy answers ``100 Continue`` itself and drops the header from the
+forwarded request.
 
 Timing: a request's ``start`` is when its request line and headers were received (before the
 injected delay and before its body is read: see :class:`RecordedRequest`), its ``end`` is when the
 last byte of its response was written to the client. A record is appended *before* that last byte
 goes out, so once the client has the whole response, :attr:`HttpProxy.requests` includes it.
+
+Depth in waves (:class:`WaveGate`). Judging depth by wall-clock overlap (:func:`depth_of`) is
+load-sensitive: a client that is merely slow to send an independent request B (descheduled on a
+busy machine) sends it after A's response and B looks as if it waited for A. Waiting for a quiet
+period before answering is load-sensitive too (a client descheduled for longer than the period
+looks done), and so is any rule in seconds. With a gate, the
+proxy *holds* every arriving request and the gate releases the held ones together, as one wave,
+only when the client can send nothing more without a response: when
+
+1. every request of the previous wave has been answered in full, and the client's kernel has
+   acknowledged every byte of those answers (so they are in the client's sockets);
+2. then the client process is blocked: every one of its threads sleeps in the kernel
+   (``/proc/PID/task/*/stat`` state ``S``). A thread that has something to do is ``R`` even when
+   it is not on a CPU, and a thread woken by data arriving in its socket becomes ``R`` at once;
+3. then every byte the client sent has reached the proxy's sockets (its side of each connection
+   to the proxy has nothing unacknowledged, and no connection is still being opened), and
+4. then each proxy has parsed all of it (after some turns of its event loop, no connection has
+   unread input or half a request, and no connection waits to be accepted),
+
+and no request arrived during 1-4. A request's wave number is then its causal depth: 1 + the
+deepest wave whose answer it needed, however slowly any process ran: every step is an ordering
+of kernel and event-loop states, none a duration. Besides answers, only the client's own waiting
+on time (a sleep, a retry's backoff) ends a wave early. The gate needs Linux ``/proc`` and the
+client's process id (:meth:`WaveGate.watch`); it serves any number of proxies (put one in front of
+a token server, and have the registry's proxy point ``realm`` at it with
+``rewrite_response_header``, so token requests are in the waves too). The client must be a
+process of its own (a thread of the test process is never seen blocked) that talks to nothing
+but the gated proxies while it is measured. If it never blocks, a wave is released after
+``stall_timeout`` seconds and an error recorded (a test asserting ``errors == []`` fails).
 """
 
 from __future__ import annotations
@@ -29,7 +59,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import os
 import random
+import select
 import socket
 import struct
 import threading
@@ -38,7 +70,14 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-__all__ = ["FAULT_KINDS", "HttpProxy", "RecordedRequest", "depth_of"]
+__all__ = [
+    "FAULT_KINDS",
+    "HttpProxy",
+    "RecordedRequest",
+    "WaveGate",
+    "depth_of",
+    "process_blocked",
+]
 
 #: Fault kinds understood by :meth:`HttpProxy.set_faults`.
 FAULT_KINDS = ("reset", "503", "429", "delay")
@@ -82,6 +121,7 @@ class RecordedRequest:
     connection_id: int
     fault: Optional[str] = None
     error: Optional[str] = None
+    wave: Optional[int] = None  # with a WaveGate: the wave it was released in (1, 2, ...)
 
     @property
     def duration(self) -> float:
@@ -101,6 +141,257 @@ def depth_of(intervals: Iterable[tuple[float, float]]) -> int:
         k = min(bisect.bisect_right(ends, start), pos)
         best[pos + 1] = max(best[pos], best[k] + 1)
     return best[-1]
+
+
+# -- waves ---------------------------------------------------------------------------------------
+
+_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+_TCP_SYN_SENT = 0x02
+_TCP_LISTEN = 0x0A
+#: Event-loop turns a proxy takes before it looks for unprocessed input: an accepted socket needs
+#: a few (accept, transport, connection_made, handler task) before its handler reads.
+_SETTLE_TURNS = 16
+
+
+def process_blocked(pid: int) -> bool:
+    """Whether every thread of process ``pid`` sleeps waiting for an event (Linux ``/proc``).
+
+    State ``S`` (interruptible sleep) only: ``R`` (running or runnable) and ``D`` (disk) mean the
+    process is still working. A process that has exited (or is a zombie) sends nothing more and
+    counts as blocked.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended
+        state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]
+        if state not in (b"S", b"Z", b"X"):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class _TcpSocket:
+    local_port: int
+    remote_port: int
+    state: int
+    tx_queue: int  # sent, not yet acknowledged by the peer's kernel (LISTEN: backlog limit)
+    rx_queue: int  # received, not yet read by the process (LISTEN: connections to accept)
+
+
+def _tcp_sockets() -> list[_TcpSocket]:
+    found = []
+    for table in _TCP_TABLES:
+        try:
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    tx, rx = fields[4].split(":")
+                    found.append(
+                        _TcpSocket(
+                            int(fields[1].rsplit(":", 1)[1], 16),
+                            int(fields[2].rsplit(":", 1)[1], 16),
+                            int(fields[3], 16),
+                            int(tx, 16),
+                            int(rx, 16),
+                        )
+                    )
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Held:
+    """A request held at the gate: its proxy's loop and the future its handler waits on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[int]) -> None:
+        self.loop = loop
+        self.future = future
+
+
+class WaveGate:
+    """Releases the requests of one or more :class:`HttpProxy` in waves (see the module text).
+
+    ``gate = WaveGate(); HttpProxy(upstream, gate=gate)``; start the client, then
+    ``gate.watch(pid)`` (requests wait until then). Each :class:`RecordedRequest` gets its
+    ``wave``; :attr:`waves` is how many were released since :meth:`reset`.
+    """
+
+    def __init__(self, *, stall_timeout: float = 60.0, poll_interval: float = 0.001) -> None:
+        self.stall_timeout = stall_timeout
+        self.poll_interval = poll_interval
+        self._cond = threading.Condition()
+        self._proxies: list[HttpProxy] = []
+        self._pid: Optional[int] = None
+        self._held: list[_Held] = []
+        self._held_since = 0.0
+        self._released = 0  # requests released and not finished
+        self._arrivals = 0
+        self._waves = 0
+        self._errors: list[str] = []
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, pid: Optional[int]) -> None:
+        """The client's process id (``None``: no client; requests are held until there is)."""
+        with self._cond:
+            self._pid = pid
+            self._cond.notify_all()
+
+    @property
+    def waves(self) -> int:
+        with self._cond:
+            return self._waves
+
+    @property
+    def errors(self) -> list[str]:
+        with self._cond:
+            return list(self._errors)
+
+    def reset(self) -> None:
+        """Number waves from 1 again, forget errors (call between two runs of the client)."""
+        with self._cond:
+            self._waves = 0
+            self._errors.clear()
+
+    # -- used by HttpProxy (in its event loop's thread) -------------------------------------------
+
+    def _attach(self, proxy: HttpProxy) -> None:
+        with self._cond:
+            self._proxies.append(proxy)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._coordinate, name="test-proxy-wave-gate", daemon=True
+                )
+                self._thread.start()
+
+    def _detach(self, proxy: HttpProxy) -> None:
+        with self._cond:
+            if proxy in self._proxies:
+                self._proxies.remove(proxy)
+            thread = self._thread if not self._proxies else None
+            if thread is not None:
+                self._thread = None
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    def _arrive(self) -> asyncio.Future[int]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        with self._cond:
+            if not self._held:
+                self._held_since = time.monotonic()
+            self._held.append(_Held(loop, future))
+            self._arrivals += 1
+            self._cond.notify_all()
+        return future
+
+    def _withdraw(self, future: asyncio.Future[int]) -> None:
+        """A held request's handler was cancelled (the proxy is stopping)."""
+        with self._cond:
+            kept = [item for item in self._held if item.future is not future]
+            if len(kept) == len(self._held):
+                self._released -= 1  # it had been released already
+            self._held = kept
+            self._cond.notify_all()
+
+    def _finished(self) -> None:
+        with self._cond:
+            self._released -= 1
+            self._cond.notify_all()
+
+    # -- the coordinator thread ------------------------------------------------------------------
+
+    def _coordinate(self) -> None:
+        while True:
+            with self._cond:
+                while self._proxies and not (self._held and self._released == 0):
+                    if self._held and time.monotonic() - self._held_since > self.stall_timeout:
+                        break
+                    self._cond.wait(timeout=0.1)
+                if not self._proxies:
+                    return
+                arrivals, pid = self._arrivals, self._pid
+                stalled = time.monotonic() - self._held_since > self.stall_timeout
+            quiet = pid is not None and not stalled and self._quiet(pid)
+            with self._cond:
+                if not self._proxies:
+                    return
+                if self._arrivals != arrivals:
+                    continue  # something arrived meanwhile: look again
+                if stalled:
+                    self._errors.append(
+                        f"wave {self._waves + 1} released after {self.stall_timeout} s "
+                        "without the client blocking (or without a client to watch): "
+                        "depth unreliable"
+                    )
+                if quiet or stalled:
+                    self._release()
+                    continue
+            time.sleep(self.poll_interval)
+
+    def _release(self) -> None:
+        """Release every held request as the next wave (called with the lock held)."""
+        self._waves += 1
+        wave = self._waves
+        held, self._held = self._held, []
+        self._released += len(held)
+        for item in held:
+            with contextlib.suppress(RuntimeError):  # that proxy's loop has closed
+                item.loop.call_soon_threadsafe(_resolve, item.future, wave)
+
+    def _quiet(self, pid: int) -> bool:
+        """Steps 1-4 of the module text, in that order (step 1's "answered" is checked by the
+        caller: nothing released is unfinished)."""
+        with self._cond:
+            proxies = list(self._proxies)
+        ports = {proxy.port for proxy in proxies}
+        held_peers: set[int] = set()
+        for proxy in proxies:
+            held_peers |= proxy._held_peer_ports()
+        if not self._kernel_quiet(ports, held_peers, answers_only=True):
+            return False
+        if not process_blocked(pid):
+            return False
+        if not self._kernel_quiet(ports, held_peers, answers_only=False):
+            return False
+        return all(proxy._settled() for proxy in proxies)
+
+    @staticmethod
+    def _kernel_quiet(ports: set[int], held_peers: set[int], *, answers_only: bool) -> bool:
+        for sock in _tcp_sockets():
+            if sock.local_port in ports:  # the proxy's side
+                if sock.state == _TCP_LISTEN:
+                    if sock.rx_queue and not answers_only:
+                        return False  # connections waiting to be accepted
+                elif sock.tx_queue:
+                    return False  # an answer not yet in the client's socket
+                elif sock.rx_queue and not answers_only and sock.remote_port not in held_peers:
+                    return False  # the proxy has not read what the client sent
+            elif sock.remote_port in ports and not answers_only:  # the client's side
+                if sock.state == _TCP_SYN_SENT:
+                    return False
+                if sock.tx_queue and sock.local_port not in held_peers:
+                    return False  # a request still on its way (a held one's body may wait)
+        return True
+
+
+def _resolve(future: asyncio.Future[int], wave: int) -> None:
+    if not future.done():
+        future.set_result(wave)
 
 
 class _BadRequest(Exception):
@@ -140,13 +431,21 @@ class _Head:
         return self.first + b"".join(kept) + b"\r\n"
 
 
-async def _read_head(reader: asyncio.StreamReader, *, skip_blank: bool) -> Optional[_Head]:
-    """Read a head; ``None`` on a clean EOF before its first byte."""
+async def _read_head(
+    reader: asyncio.StreamReader,
+    *,
+    skip_blank: bool,
+    started: Optional[Callable[[], None]] = None,
+) -> Optional[_Head]:
+    """Read a head; ``None`` on a clean EOF before its first byte. ``started()`` is called once
+    its first line is in."""
     first = await reader.readline()
     while skip_blank and first in (b"\r\n", b"\n"):  # RFC 9112 2.2: ignore CRLFs before a request
         first = await reader.readline()
     if not first:
         return None
+    if started is not None:
+        started()
     if not first.endswith(b"\n"):
         raise asyncio.IncompleteReadError(first, None)
     lines: list[bytes] = []
@@ -231,6 +530,19 @@ async def _eof_pieces(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         yield data
 
 
+def _rewritten(head: _Head, rewrite: Callable[[str, str], str]) -> _Head:
+    """``head`` with each header value replaced by ``rewrite(lower-case name, value)``."""
+    lines: list[bytes] = []
+    headers: list[tuple[str, str]] = []
+    for line, (name, value) in zip(head.lines, head.headers):
+        new = rewrite(name, value)
+        if new != value:
+            line = line.split(b":", 1)[0] + b": " + new.encode("latin-1") + b"\r\n"
+        lines.append(line)
+        headers.append((name, new))
+    return _Head(head.first, lines, headers)
+
+
 def _status_of(head: _Head) -> int:
     parts = head.first.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
@@ -288,12 +600,28 @@ class _Upstream:
         self.reader = self.writer = None
 
 
+class _Connection:
+    """What a client connection's handler is doing, for the :class:`WaveGate`: ``idle``
+    (waiting for a request), ``reading`` (part of a request head in), ``held`` (at the gate),
+    ``busy`` (relaying a released request)."""
+
+    def __init__(self, fd: int, peer_port: int) -> None:
+        self.fd = fd
+        self.peer_port = peer_port
+        self.state = "idle"
+        self.released = False  # released by the gate, not yet finished
+
+
 class HttpProxy:
     """A reverse proxy on 127.0.0.1 in front of ``upstream`` (``"host:port"``, plain HTTP).
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``delay`` seconds are slept
     before each request is forwarded (concurrent requests overlap, as real round trips do); it
-    may be changed at any time through the attribute. ``port=0`` picks a free port.
+    may be changed at any time through the attribute. ``port=0`` picks a free port. With a
+    ``gate`` (:class:`WaveGate`), requests are held and released in waves.
+    ``rewrite_response_header(name, value) -> value`` changes response headers (names in lower
+    case), e.g. a ``www-authenticate`` realm, to send the client's token requests through
+    another proxy.
 
     All accessors are thread-safe. :attr:`requests` lists completed requests in order of
     completion; :meth:`reset` clears them and the connection count.
@@ -306,6 +634,8 @@ class HttpProxy:
         *,
         listen_host: str = "127.0.0.1",
         port: int = 0,
+        gate: Optional[WaveGate] = None,
+        rewrite_response_header: Optional[Callable[[str, str], str]] = None,
     ) -> None:
         target = upstream.removeprefix("http://").rstrip("/")
         if "://" in target or "/" in target:
@@ -319,6 +649,10 @@ class HttpProxy:
         self.delay = delay
         #: ``rewrite_path(method, path) -> path``: change a request's target before forwarding.
         self.rewrite_path: Optional[Callable[[str, str], str]] = None
+        self.gate = gate
+        self.rewrite_response_header = rewrite_response_header
+        self._conns: dict[int, _Connection] = {}
+        self._server_fd: Optional[int] = None
         self._listen_host = listen_host
         self._port = port
 
@@ -355,6 +689,8 @@ class HttpProxy:
             self._thread.join()
             self._thread = None
             raise RuntimeError("test proxy failed to start") from self._startup_error
+        if self.gate is not None:
+            self.gate._attach(self)
         return self
 
     def stop(self) -> None:
@@ -362,6 +698,8 @@ class HttpProxy:
         thread, loop, stop_event = self._thread, self._loop, self._stop_event
         if thread is None:
             return
+        if self.gate is not None:
+            self.gate._detach(self)
         if loop is not None and stop_event is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(stop_event.set)
@@ -414,9 +752,11 @@ class HttpProxy:
 
     @property
     def errors(self) -> list[str]:
-        """Unexpected errors in the proxy itself (a test may assert this stays empty)."""
+        """Unexpected errors in the proxy itself, and its gate's (a test may assert this stays
+        empty)."""
         with self._lock:
-            return list(self._errors)
+            errors = list(self._errors)
+        return errors + (self.gate.errors if self.gate is not None else [])
 
     def _select(self, method: Optional[str], path_contains: Optional[str]) -> list[RecordedRequest]:
         return [
@@ -431,16 +771,60 @@ class HttpProxy:
         return len(self._select(method, path_contains))
 
     def depth(self, method: Optional[str] = None, path_contains: Optional[str] = None) -> int:
-        """Longest chain of requests each starting after the previous one ended (see
-        :func:`depth_of`), over all completed requests or those selected as in :meth:`count`."""
-        return depth_of((r.start, r.end) for r in self._select(method, path_contains))
+        """Over all completed requests or those selected as in :meth:`count`: with a gate, the
+        number of waves they were released in; else the longest chain of requests each starting
+        after the previous one ended (see :func:`depth_of`; load-sensitive)."""
+        selected = self._select(method, path_contains)
+        if self.gate is not None:
+            return len({r.wave for r in selected if r.wave is not None})
+        return depth_of((r.start, r.end) for r in selected)
+
+    def widest_wave(self) -> int:
+        """With a gate: the most requests released together (all of them were in flight at the
+        client at once)."""
+        waves = [r.wave for r in self.requests if r.wave is not None]
+        return max((waves.count(w) for w in set(waves)), default=0)
 
     def reset(self) -> None:
-        """Forget recorded requests, errors and the connection count (faults stay configured)."""
+        """Forget recorded requests, errors and the connection count (faults stay configured);
+        the gate's waves count from 1 again."""
         with self._lock:
             self._records.clear()
             self._errors.clear()
             self._connections = 0
+        if self.gate is not None:
+            self.gate.reset()
+
+    # -- for the WaveGate (from its thread) ----------------------------------------------------
+
+    def _held_peer_ports(self) -> set[int]:
+        with self._lock:
+            return {c.peer_port for c in self._conns.values() if c.state == "held"}
+
+    async def _settle(self) -> bool:
+        for _ in range(_SETTLE_TURNS):
+            await asyncio.sleep(0)
+        if self._server_fd is not None and _readable(self._server_fd):
+            return False
+        with self._lock:
+            conns = list(self._conns.values())
+        for conn in conns:
+            if conn.state == "held":
+                continue  # its socket may hold its body: read once released
+            if conn.state != "idle" or _readable(conn.fd):
+                return False
+        return True
+
+    def _settled(self) -> bool:
+        """Whether everything that reached this proxy's sockets has been parsed (step 4)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return True
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._settle(), loop)
+            return future.result(timeout=60)
+        except Exception:  # the loop stopped meanwhile
+            return False
 
     def set_faults(
         self,
@@ -515,6 +899,7 @@ class HttpProxy:
             self._on_client, self._listen_host, self._port, limit=_MAX_LINE
         )
         self._port = server.sockets[0].getsockname()[1]
+        self._server_fd = server.sockets[0].fileno()
         self._ready.set()
         try:
             await self._stop_event.wait()
@@ -542,9 +927,21 @@ class HttpProxy:
             connection_id = self._next_connection_id
         upstream = _Upstream(self._up_host, self._up_port)
         self._upstreams.add(upstream)
+        sock = writer.get_extra_info("socket")
+        peer = writer.get_extra_info("peername")
+        conn = _Connection(sock.fileno() if sock is not None else -1, peer[1] if peer else 0)
+        with self._lock:
+            self._conns[connection_id] = conn
         try:
-            while await self._exchange(reader, writer, upstream, connection_id):
-                pass
+            keep = True
+            while keep:
+                conn.state = "idle"
+                try:
+                    keep = await self._exchange(reader, writer, upstream, connection_id, conn)
+                finally:
+                    if conn.released and self.gate is not None:
+                        conn.released = False
+                        self.gate._finished()
         except asyncio.CancelledError:
             pass
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -552,6 +949,8 @@ class HttpProxy:
         except Exception as exc:
             self._error(f"connection {connection_id}: {exc!r}")
         finally:
+            with self._lock:
+                self._conns.pop(connection_id, None)
             upstream.close()
             self._upstreams.discard(upstream)
             self._client_writers.discard(writer)
@@ -564,10 +963,15 @@ class HttpProxy:
         writer: asyncio.StreamWriter,
         upstream: _Upstream,
         connection_id: int,
+        conn: _Connection,
     ) -> bool:
         """Relay one request and its response; whether the client connection stays open."""
+
+        def reading() -> None:
+            conn.state = "reading"
+
         try:
-            head = await _read_head(reader, skip_blank=True)
+            head = await _read_head(reader, skip_blank=True, started=reading)
         except (_BadRequest, asyncio.LimitOverrunError, ValueError) as exc:
             writer.write(_simple_response(400, b"", close=True))
             await writer.drain()
@@ -589,12 +993,24 @@ class HttpProxy:
         client_close = "close" in conn_tokens or (http10 and "keep-alive" not in conn_tokens)
         expect_continue = "100-continue" in head.tokens("expect") and not http10
 
+        wave: Optional[int] = None
+        if self.gate is not None:
+            conn.state = "held"
+            arrived = self.gate._arrive()
+            try:
+                wave = await arrived
+            except asyncio.CancelledError:
+                self.gate._withdraw(arrived)
+                raise
+            conn.released = True
+            conn.state = "busy"
+
         def record(
             status: Optional[int], fault: Optional[str] = None, error: Optional[str] = None
         ) -> None:
             self._record(
                 RecordedRequest(
-                    method, path, status, start, time.monotonic(), connection_id, fault, error
+                    method, path, status, start, time.monotonic(), connection_id, fault, error, wave
                 )
             )
 
@@ -744,6 +1160,8 @@ class HttpProxy:
                         raise ConnectionResetError("upstream closed after an interim response")
                     response = next_response
                     status = _status_of(response)
+                if self.rewrite_response_header is not None:
+                    response = _rewritten(response, self.rewrite_response_header)
             except _ClientGone as exc:
                 upstream.close()
                 record(None, fault=fault, error=str(exc))

@@ -82,6 +82,11 @@ class Connection:
     def user(self) -> Optional[str]:
         return self.credentials.username if self.credentials else None
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The httpx client this one sends through (its connection pool; for tests)."""
+        return self._client
+
     def _make_client(self) -> httpx.AsyncClient:
         opts = self.options
         verify = opts.tls_verify
