@@ -270,3 +270,36 @@ def test_cancelled_during_the_commit_deletes_nothing_while_it_runs() -> None:
     assert upload.cancelled()
     assert delete_during_put == [False]
     assert methods == ["PATCH", "PUT"]
+
+
+def test_cancelled_while_opening_a_session_deletes_the_session_it_opened() -> None:
+    """A run stopped while the POST that opens an upload is in flight: its session is deleted.
+
+    Cut short, the POST still opens a session on the registry, at a URL the client never learns.
+    The target holds its answer until the test has cancelled the upload's start.
+    """
+    post_received = threading.Event()
+    release = threading.Event()
+    session = "/v2/uploads/opening/blobs/uploads/u"
+
+    def route(request: Request) -> Reply:
+        if request.method == "POST":
+            post_received.set()
+            release.wait(60)
+            return Reply(202, {"Location": f"{session}?_state=new"})
+        return Reply(204)
+
+    async def stop_while_opening(host: str) -> asyncio.Task[str]:
+        async with RegistryClient(host, options=OPTIONS) as client:
+            start = asyncio.ensure_future(client.start_upload("uploads/opening"))
+            assert await asyncio.to_thread(post_received.wait, 60), "the POST was never sent"
+            start.cancel()
+            release.set()
+            await asyncio.wait({start}, timeout=60)
+        return start
+
+    with HostileServer(route) as server:
+        start = asyncio.run(stop_while_opening(server.host))
+        requests = [(r.method, r.path.split("?")[0]) for r in server.requests]
+    assert start.cancelled()
+    assert requests == [("POST", "/v2/uploads/opening/blobs/uploads/"), ("DELETE", session)]

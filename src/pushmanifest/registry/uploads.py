@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Optional
 
 import httpx
@@ -47,13 +47,15 @@ class BlobTransfers(Connection):
         Returns None when mounted (201), or the upload URL of the session the registry opened
         instead (202: it refused the mount), which the caller must fill or delete.
         """
-        response, _ = await self._call(
-            "POST",
-            repository,
-            "blobs/uploads/",
-            digest,
-            operation="mount blob into",
-            params={"mount": digest, "from": source_repository},
+        response = await self._opening_session(
+            self._call(
+                "POST",
+                repository,
+                "blobs/uploads/",
+                digest,
+                operation="mount blob into",
+                params={"mount": digest, "from": source_repository},
+            )
         )
         if response.status_code == 201:
             return None
@@ -61,15 +63,34 @@ class BlobTransfers(Connection):
 
     async def start_upload(self, repository: str) -> str:
         """Open an upload session; returns its URL."""
-        response, _ = await self._call(
-            "POST",
-            repository,
-            "blobs/uploads/",
-            "",
-            operation="push blob to",
-            retry=False,  # each POST would open a session of its own
+        response = await self._opening_session(
+            self._call(
+                "POST",
+                repository,
+                "blobs/uploads/",
+                "",
+                operation="push blob to",
+                retry=False,  # each POST would open a session of its own
+            )
         )
         return self._upload_location(response, self.image(repository))
+
+    async def _opening_session(
+        self, post: Awaitable[tuple[httpx.Response, bytes]]
+    ) -> httpx.Response:
+        """A POST that may open an upload session, let end even when the run is cancelled.
+
+        Cut short, the POST may still open a session on the registry whose URL we never learn:
+        it would stay. Cancelled, we wait for the answer (at most UPLOAD_CANCEL_SECONDS) and
+        delete the session it opened.
+        """
+        request = asyncio.ensure_future(post)
+        try:
+            response, _ = await asyncio.shield(request)
+        except asyncio.CancelledError:
+            await self._cancel_after(request, "", opening=True)
+            raise
+        return response
 
     def _upload_location(self, response: httpx.Response, image: str) -> str:
         location = response.headers.get("Location")
@@ -154,7 +175,12 @@ class BlobTransfers(Connection):
             raise
 
     async def _cancel_after(
-        self, request: asyncio.Future[Any], location: str, *, committing: bool = False
+        self,
+        request: asyncio.Future[Any],
+        location: str,
+        *,
+        committing: bool = False,
+        opening: bool = False,
     ) -> None:
         """The run was cancelled mid-upload: let the request in flight end, then delete its session.
 
@@ -162,7 +188,7 @@ class BlobTransfers(Connection):
         for every request, opening its ``data`` file with O_CREAT, so a DELETE that races the
         commit's PUT (which removes the session) leaves an empty ``data`` file behind that no
         request can reach. A commit that succeeded leaves no session to delete (its Location is
-        the blob's, never to be deleted).
+        the blob's, never to be deleted); nor does a POST that mounted the blob (201) or failed.
         """
         latest = location
         try:
@@ -173,9 +199,12 @@ class BlobTransfers(Connection):
             if committing:
                 if response.status_code < 400:
                     return
+            elif opening and response.status_code != 202:
+                return
             else:
                 latest = self._next_location(response, location)
-        await asyncio.shield(self.delete_upload(latest))
+        if latest:
+            await asyncio.shield(self.delete_upload(latest))
 
     @staticmethod
     def _next_location(response: httpx.Response, location: str) -> str:
