@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 import pushmanifest
 from pushmanifest import ClientOptions, ManifestListSpec
 from pushmanifest import pusher as pusher_module
+from support.cli import run_cli
 from support.images import (
     DOCKER_MANIFEST_LIST,
     SeedClient,
@@ -182,19 +180,6 @@ def test_append_keeps_an_oci_index_and_its_annotations(open_registry: Any) -> No
 
 
 # -- --force (point 7) ----------------------------------------------------------------------------
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["HOME"] = str(cwd)
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def test_force_writes_a_list_the_tags_already_hold(open_registry: Any, tmp_path: Path) -> None:

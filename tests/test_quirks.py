@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 import pushmanifest
 from pushmanifest import ClientOptions, PushOptions
+from support.cli import run_cli
 from support.images import MANIFEST_ACCEPT, read_manifest, seed_image
 from support.quirks import (
     DOCKER_MANIFEST_LIST,
@@ -44,23 +44,6 @@ from support.quirks import (
 pytestmark = pytest.mark.registry
 
 PLATFORMS = [("amd64", "amd64", ""), ("arm64", "arm64", "")]
-
-
-def run_cli(
-    *args: str, cwd: Path, stdin: str = "", env: Optional[dict[str, str]] = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    full_env["HOME"] = str(cwd)  # never the developer's ~/.docker
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def seed(server: Any, repository: str, user: Optional[str] = None, oci: bool = False) -> dict:

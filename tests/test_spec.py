@@ -12,6 +12,7 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any, Optional
 
+import pydantic
 import pytest
 
 from pushmanifest.errors import InputError, SpecError
@@ -1185,8 +1186,9 @@ def test_code_built_specs_do_not_expand_variables() -> None:
 
 def test_specs_are_frozen() -> None:
     spec = ManifestListSpec(image="a/b:1", manifests=[{"image": "a/b:2"}])
-    with pytest.raises(Exception):  # noqa: B017 - pydantic's own frozen error
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         spec.image = Reference.parse("c/d:1")  # type: ignore[misc]
+    assert str(spec.image) == "docker.io/a/b:1"
 
 
 # --------------------------------------------------------------------------------------------
