@@ -560,7 +560,7 @@ def test_docker_hub_hap429_waits_its_60_s(
         waits.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr("pushmanifest.registry.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("pushmanifest.registry.connection.asyncio.sleep", fake_sleep)
     spec = pushmanifest.load_spec_text(
         f"image: {proxy.host}/hub/sixty:v1\nmanifests:\n"
         f"  - image: {proxy.host}/hub/sixty:amd64\n"

@@ -8,19 +8,21 @@ an upload session left open is a directory under
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 import pushmanifest
-from pushmanifest import ClientOptions, ManifestListSpec, PushOptions
+from pushmanifest import ClientOptions, ManifestListSpec, PushOptions, RegistryClient
 from pushmanifest.errors import DigestMismatchError, NetworkError
 from support.hostile import HostileServer, Reply, Request, registry_route, wait_until
 
@@ -77,13 +79,17 @@ def upload_files(registry: Any, repository: str) -> list[tuple[str, int]]:
     uploads = (
         Path(registry.storage_dir) / "docker/registry/v2/repositories" / repository / "_uploads"
     )
-    if not uploads.exists():
-        return []
-    return sorted(
-        (str(path.relative_to(uploads)), path.stat().st_size)
-        for path in uploads.rglob("*")
-        if path.is_file()
-    )
+    while True:
+        if not uploads.exists():
+            return []
+        try:
+            return sorted(
+                (str(path.relative_to(uploads)), path.stat().st_size)
+                for path in uploads.rglob("*")
+                if path.is_file()
+            )
+        except FileNotFoundError:  # a session committed or deleted while we listed: again
+            continue
 
 
 def open_sessions(registry: Any, repository: str) -> list[tuple[str, int]]:
@@ -217,3 +223,83 @@ def test_completed_copy_leaves_no_session(open_registry: Any) -> None:
         )
     assert result.entries[0].descriptor.digest == _sha256(manifest)
     assert open_sessions(open_registry, repository) == []
+
+
+def test_cancelled_during_the_commit_deletes_nothing_while_it_runs() -> None:
+    """A run stopped while the commit's PUT is in flight sends no DELETE until the PUT is answered.
+
+    distribution resumes the session for every request (its ``data`` file opened with O_CREAT):
+    a DELETE handled while the PUT commits (and removes the session) leaves an empty ``data``
+    file that nothing can delete. The target holds its answer to the PUT until a DELETE comes
+    (the race) or 5 s pass; a committed blob is not deleted afterwards either.
+    """
+    put_received = threading.Event()
+    delete_received = threading.Event()
+    delete_during_put: list[bool] = []
+    session = "/v2/uploads/commit/blobs/uploads/u"
+    blob = b"layer"
+
+    def route(request: Request) -> Reply:
+        if request.method == "PATCH":
+            return Reply(202, {"Location": f"{session}?_state=after-patch"})
+        if request.method == "PUT":
+            put_received.set()
+            delete_during_put.append(delete_received.wait(5))
+            return Reply(201, {"Location": f"/v2/uploads/commit/blobs/{_sha256(blob)}"})
+        delete_received.set()
+        return Reply(204)
+
+    async def stop_during_commit(host: str) -> asyncio.Task[None]:
+        async def chunks() -> Any:
+            yield blob
+
+        async with RegistryClient(host, options=OPTIONS) as client:
+            upload = asyncio.ensure_future(
+                client.upload_blob(
+                    f"http://{host}{session}?_state=new", _sha256(blob), len(blob), chunks(), "x"
+                )
+            )
+            assert await asyncio.to_thread(put_received.wait, 60), "the commit was never sent"
+            upload.cancel()
+            await asyncio.wait({upload}, timeout=60)
+        return upload
+
+    with HostileServer(route) as server:
+        upload = asyncio.run(stop_during_commit(server.host))
+        methods = [r.method for r in server.requests]
+    assert upload.cancelled()
+    assert delete_during_put == [False]
+    assert methods == ["PATCH", "PUT"]
+
+
+def test_cancelled_while_opening_a_session_deletes_the_session_it_opened() -> None:
+    """A run stopped while the POST that opens an upload is in flight: its session is deleted.
+
+    Cut short, the POST still opens a session on the registry, at a URL the client never learns.
+    The target holds its answer until the test has cancelled the upload's start.
+    """
+    post_received = threading.Event()
+    release = threading.Event()
+    session = "/v2/uploads/opening/blobs/uploads/u"
+
+    def route(request: Request) -> Reply:
+        if request.method == "POST":
+            post_received.set()
+            release.wait(60)
+            return Reply(202, {"Location": f"{session}?_state=new"})
+        return Reply(204)
+
+    async def stop_while_opening(host: str) -> asyncio.Task[str]:
+        async with RegistryClient(host, options=OPTIONS) as client:
+            start = asyncio.ensure_future(client.start_upload("uploads/opening"))
+            assert await asyncio.to_thread(post_received.wait, 60), "the POST was never sent"
+            start.cancel()
+            release.set()
+            await asyncio.wait({start}, timeout=60)
+        return start
+
+    with HostileServer(route) as server:
+        start = asyncio.run(stop_while_opening(server.host))
+        requests = [(r.method, r.path.split("?")[0]) for r in server.requests]
+    assert start.cancelled()
+    assert requests == [("POST", "/v2/uploads/opening/blobs/uploads/"), ("DELETE", session)]

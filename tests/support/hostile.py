@@ -60,6 +60,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not chunk:
                 break
             remaining -= len(chunk)
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._drain_chunked()
         request = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
         with self.server.lock:
             self.server.requests.append(request)
@@ -94,6 +96,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # the client gave up: that is what some tests want
+
+    def _drain_chunked(self) -> None:
+        """Read a chunked body (a streamed upload) to its end."""
+        while True:
+            size_line = self.rfile.readline(1024)
+            if not size_line:
+                return
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            self.rfile.read(size + 2)  # the chunk and its CRLF
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _serve
 

@@ -1,0 +1,187 @@
+"""The registry client: manifests read, resolved and written; blobs (see :mod:`.uploads`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+
+import httpx
+
+from ..errors import RegistryError
+from ..manifest import MANIFEST_MEDIA_TYPES, Descriptor, sha256_digest
+from .bodies import MAX_CONFIG_BYTES, MAX_ERROR_BYTES, MAX_MANIFEST_BYTES, _BoundedDecoder
+from .failures import _mismatch
+from .uploads import BlobTransfers
+
+log = logging.getLogger("pushmanifest")
+
+ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
+
+
+class RegistryClient(BlobTransfers):
+    """Talks to one registry. Use as an async context manager, or call :meth:`aclose`."""
+
+    #: Learnt in this run: the registry refuses HEAD on manifests; GET instead.
+    _head_refused = False
+
+    async def _manifest_call(
+        self,
+        method: str,
+        repository: str,
+        reference: str,
+        operation: str,
+        *,
+        cap: int,
+        media_type: str = "",
+        **kwargs: Any,
+    ) -> tuple[httpx.Response, bytes]:
+        """A request for ``repository``'s manifest ``reference``: any list or image type
+        accepted, or (a PUT) ``media_type`` sent."""
+        headers = {"Content-Type": media_type} if media_type else {"Accept": ACCEPT_MANIFESTS}
+        return await self._call(
+            method,
+            repository,
+            f"manifests/{reference}",
+            reference,
+            operation=operation,
+            cap=cap,
+            headers=headers,
+            **kwargs,
+        )
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def head_manifest(self, repository: str, reference: str) -> Optional[Descriptor]:
+        """Digest, size and media type of a manifest without downloading it; None when absent.
+
+        Falls back to a GET (and hashes the body) only when the registry leaves out the headers.
+        A HEAD does not count against Docker Hub's pull rate limit; a GET does.
+        """
+        image = self.image(repository, reference)
+        if self._head_refused:
+            return await self._get_as_head(repository, reference)
+        response, _ = await self._manifest_call(
+            "HEAD",
+            repository,
+            reference,
+            "resolve",
+            cap=MAX_ERROR_BYTES,
+            returned=(404, 405, 501),  # 405/501: a registry refusing HEAD (GET instead)
+        )
+        if response.status_code in (405, 501):
+            self._refuse_head(response.status_code)
+            return await self._get_as_head(repository, reference)
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest", "")
+        length = response.headers.get("Content-Length", "")
+        media_type = _media_type(response.headers)
+        if not digest or not length.isdigit() or not media_type:
+            log.debug("%s: HEAD without digest/size/type headers; falling back to GET", image)
+            _, descriptor = await self.get_manifest(repository, reference)
+            return descriptor
+        if reference.startswith("sha256:") and digest != reference:
+            raise _mismatch(image, f"the registry answered with digest {digest}", "resolve")
+        return Descriptor(media_type=media_type, digest=digest, size=int(length))
+
+    async def confirm_absent(self, repository: str, reference: str) -> Optional[Descriptor]:
+        """After a HEAD said 404: a GET, for registries whose HEAD says 404 while GET works.
+
+        Returns the descriptor when the GET finds the manifest (and reads manifests with GET
+        for the rest of the run), None when it is absent indeed.
+        """
+        if self._head_refused:
+            return None  # that answer came from a GET already
+        found = await self._get_as_head(repository, reference)
+        if found is not None:
+            self._refuse_head(404)
+        return found
+
+    def _refuse_head(self, status: int) -> None:
+        if self._head_refused:
+            return
+        self._head_refused = True
+        log.warning(
+            "%s answers HEAD on manifests with %d but GET works: reading manifests with GET for "
+            "the rest of this run (a GET counts against pull quotas such as Docker Hub's)",
+            self.host,
+            status,
+        )
+
+    async def _get_as_head(self, repository: str, reference: str) -> Optional[Descriptor]:
+        try:
+            _, descriptor = await self.get_manifest(repository, reference)
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return descriptor
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Descriptor]:
+        """The manifest's exact bytes, checked against the digest asked for or announced."""
+        image = self.image(repository, reference)
+        response, body = await self._manifest_call(
+            "GET", repository, reference, "read the manifest of", cap=MAX_MANIFEST_BYTES
+        )
+        digest = sha256_digest(body)
+        expected = reference if reference.startswith("sha256:") else None
+        expected = expected or response.headers.get("Docker-Content-Digest") or None
+        if expected and expected.startswith("sha256:") and expected != digest:
+            raise _mismatch(image, f"the manifest's content hashes to {digest}, not {expected}")
+        media_type = _media_type(response.headers) or _media_type_of_body(body)
+        return body, Descriptor(media_type=media_type, digest=digest, size=len(body))
+
+    async def get_blob(self, repository: str, digest: str, *, cap: int = MAX_CONFIG_BYTES) -> bytes:
+        """A (small) blob such as an image config, checked against its digest."""
+        image = self.image(repository, digest)
+        response, body = await self._call(
+            "GET", repository, f"blobs/{digest}", digest, operation="read blob", cap=cap, raw=True
+        )
+        encoding = response.headers.get("Content-Encoding", "")
+        if encoding and digest.startswith("sha256:") and sha256_digest(body) != digest:
+            # Read raw, as a blob is (storage labels .tar.gz objects "gzip"); a server that
+            # really compressed a plain blob on the way is undone here, within the same cap.
+            decoder = _BoundedDecoder(encoding, cap, image)
+            body = b"".join(decoder.decode(body))
+        if digest.startswith("sha256:") and sha256_digest(body) != digest:
+            raise _mismatch(image, "blob content does not match its digest")
+        return body
+
+    async def put_manifest(
+        self, repository: str, reference: str, data: bytes, media_type: str
+    ) -> str:
+        """PUT a manifest; returns its digest after checking the registry computed the same."""
+        image = self.image(repository, reference)
+        response, _ = await self._manifest_call(
+            "PUT",
+            repository,
+            reference,
+            "push",
+            cap=MAX_ERROR_BYTES,
+            content=data,
+            media_type=media_type,
+        )
+        local = sha256_digest(data)
+        remote = response.headers.get("Docker-Content-Digest")
+        if remote and remote != local:
+            raise _mismatch(
+                image,
+                f"the registry stored digest {remote}, but the list pushed is {local}",
+                "push",
+            )
+        return local
+
+
+def _media_type(headers: httpx.Headers) -> str:
+    value: str = headers.get("Content-Type", "")
+    return value.split(";", 1)[0].strip()
+
+
+def _media_type_of_body(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    value = data.get("mediaType", "") if isinstance(data, dict) else ""
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,421 @@
+"""One registry's connection: scheme, auth, connection pool, and requests with retries.
+
+:class:`Connection` is the base of :class:`~pushmanifest.registry.RegistryClient`: it learns the
+scheme and the auth a registry wants (the ping), sends requests, retries what is safe to retry
+(backoff with jitter, Retry-After), bounds each answer in size and time, and turns a failure
+status into a decoded error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, Callable, Optional, TypeVar, Union
+
+import httpx
+
+from .. import netbackend
+from ..auth import Credentials, TokenAuth
+from ..errors import AuthenticationError, NetworkError
+from ..reference import DOCKER_HUB_DOMAIN, Reference
+from .bodies import MAX_ERROR_BYTES, _read_capped
+from .failures import (
+    DocumentTooSlowError,
+    UploadRestart,
+    _describe_transport_error,
+    _error_code_and_message,
+    _https_port_answer,
+    _is_certificate_error,
+    _is_tls_protocol_error,
+    _request_error,
+    _suffix,
+    decode_error,
+    rate_limit,
+)
+from .options import ClientOptions
+
+log = logging.getLogger("pushmanifest")
+T = TypeVar("T")
+_Self = TypeVar("_Self", bound="Connection")
+
+#: Statuses that say "try again": timeouts, throttling, gateways and overload.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: The longest a Retry-After may make us wait, whatever the registry asks.
+MAX_RETRY_AFTER = 60.0
+
+
+class Connection:
+    """Requests to one registry; the base of :class:`~pushmanifest.registry.RegistryClient`."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Optional[Credentials] = None,
+        options: Optional[ClientOptions] = None,
+    ) -> None:
+        self.registry = registry
+        self.options = options or ClientOptions()
+        self.credentials = credentials
+        self.host = Reference(registry=registry, repository="x").api_host
+        self.loopback = Reference(registry=registry, repository="x").is_loopback
+        self._is_docker_hub = registry == DOCKER_HUB_DOMAIN
+        self.auth = TokenAuth(
+            credentials,
+            allow_insecure_credentials=self.options.plain_http or self.options.insecure,
+        )
+        self._scheme: Optional[str] = None  # loopback: learnt by the ping
+        if self.options.plain_http:
+            self._scheme = "http"
+        elif not self.loopback:
+            self._scheme = "https"
+        self._ping_lock = asyncio.Lock()
+        self._pinged = False
+        self._limit = asyncio.Semaphore(max(1, self.options.max_concurrency))
+        self._client = self._make_client()
+
+    @property
+    def user(self) -> Optional[str]:
+        return self.credentials.username if self.credentials else None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The httpx client this one sends through (its connection pool; for tests)."""
+        return self._client
+
+    def _make_client(self) -> httpx.AsyncClient:
+        opts = self.options
+        verify = opts.tls_verify
+        limit = max(1, opts.max_concurrency)
+        client = httpx.AsyncClient(
+            auth=self.auth,
+            verify=verify,
+            timeout=httpx.Timeout(opts.read_timeout, connect=opts.connect_timeout),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            # identity: a compressed answer could expand past our caps (see _read_capped).
+            headers={"User-Agent": opts.user_agent, "Accept-Encoding": "identity"},
+            transport=opts.transport,
+            # Blob GETs redirect to storage hosts; httpx drops Authorization on a cross-origin
+            # redirect, which is what we want.
+            follow_redirects=True,
+        )
+        netbackend.install(client)
+        return client
+
+    async def __aenter__(self: _Self) -> _Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def add_scope(self, repository: str, actions: str) -> None:
+        """Ask for ``actions`` ("pull" or "pull,push") on ``repository`` in the run's token."""
+        self.auth.add_scopes([f"repository:{repository}:{actions}"])
+
+    def image(self, repository: str, reference: str = "") -> str:
+        """How messages name an image of this registry: ``host/repo[:tag|@digest]``."""
+        name = Reference(registry=self.registry, repository=repository).familiar()
+        if not reference:
+            return name
+        sep = "@" if ":" in reference else ":"
+        return f"{name}{sep}{reference}"
+
+    # -- connection set-up ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Learn the scheme and the auth the registry wants; fetch the run's token once."""
+        async with self._ping_lock:
+            if self._pinged:
+                return
+            self._pinged = True
+            if self.credentials is None and self._scheme is not None and not self._is_docker_hub:
+                # Without credentials a push only works on an open registry, and there the ping
+                # teaches nothing: skip its round trip. Should a 401 come anyway (anonymous pulls
+                # from a token registry), the auth flow still answers it, at a few extra requests.
+                return
+            response = await self._ping_once()
+            if response.status_code == 401:
+                # The token answer is a small document too: bounded in all.
+                await self._within_limit(
+                    self.auth.prime(self._client, response), "authenticate with", self.host
+                )
+            elif response.status_code >= 400 and response.status_code != 404:
+                # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
+                log.debug("ping %s answered %d", self.host, response.status_code)
+
+    async def _ping_once(self) -> httpx.Response:
+        if self._scheme is None:
+            # As Docker does for loopback registries: HTTPS first, plain HTTP when the server
+            # does not speak TLS at all (a certificate error stays an error).
+            try:
+                response = await self._send_ping("https")
+                self._scheme = "https"
+                return response
+            except NetworkError as exc:
+                if isinstance(exc.__cause__, httpx.ConnectTimeout):
+                    # On loopback a TCP connect is instant: what hung is the TLS handshake, as
+                    # a plain-HTTP server waiting for a request line does.
+                    raise NetworkError(
+                        f"cannot reach {self.host}: it did not answer the TLS handshake within "
+                        f"{self.options.connect_timeout:g} s; if it serves plain HTTP, pass "
+                        "--plain-http",
+                        operation="reach",
+                        image=self.host,
+                    ) from exc.__cause__
+                if not _is_tls_protocol_error(exc.__cause__):
+                    raise
+                log.debug("%s does not speak TLS; using plain HTTP", self.host)
+                self._scheme = "http"
+        return await self._send_ping(self._scheme)
+
+    async def _send_ping(self, scheme: str) -> httpx.Response:
+        url = f"{scheme}://{self.host}/v2/"
+        # The ping goes without auth: its 401 is how we learn the challenge.
+        response, _ = await self._request(
+            "GET",
+            url,
+            operation="reach",
+            image=self.host,
+            auth=None,
+            cap=MAX_ERROR_BYTES,
+            retry=scheme == "http" or not self.loopback or self._scheme is not None,
+        )
+        return response
+
+    async def _api(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        """A request to ``/v2/<path>``, once the ping has set up scheme and auth."""
+        await self.ping()
+        return await self._request(method, self._url(path), **kwargs)
+
+    async def _call(
+        self,
+        method: str,
+        repository: str,
+        path: str,
+        reference: str,
+        *,
+        operation: str,
+        cap: int = MAX_ERROR_BYTES,
+        returned: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> tuple[httpx.Response, bytes]:
+        """``method /v2/<repository>/<path>``, about ``reference`` (which errors name); a
+        failure status raised as a decoded error, but those in ``returned`` returned (a 404 where
+        absence is an answer)."""
+        image = self.image(repository, reference)
+        response, body = await self._api(
+            method, f"{repository}/{path}", operation=operation, image=image, cap=cap, **kwargs
+        )
+        if response.status_code not in returned:
+            self._raise_for_status(response, operation, image, body)
+        return response, body
+
+    def _url(self, path: str) -> str:
+        assert self._scheme is not None, "ping() first"
+        return f"{self._scheme}://{self.host}/v2/{path}"
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        image: str,
+        cap: int,
+        headers: Optional[Mapping[str, str]] = None,
+        params: Optional[Mapping[str, str]] = None,
+        content: Union[bytes, AsyncIterator[bytes], None] = None,
+        auth: object = httpx.USE_CLIENT_DEFAULT,
+        retry: bool = True,
+        raw: bool = False,
+    ) -> tuple[httpx.Response, bytes]:
+        """Send one request, retrying what is safe to retry, and read at most ``cap`` bytes.
+
+        Every request we make is idempotent (HEAD, GET, PUT of a manifest by tag or digest), so
+        connection failures, timeouts, 408, 429 and 5xx gateway errors are retried with
+        exponential backoff and jitter, honouring Retry-After.
+        """
+        attempts = max(1, self.options.retries) if retry else 1
+
+        def build() -> httpx.Request:  # afresh for each attempt: auth sets its headers
+            return self._client.build_request(
+                method, url, headers=headers, params=params, content=content
+            )
+
+        small = isinstance(content, (bytes, type(None)))
+        for attempt in range(1, attempts + 1):
+            try:
+                response, body = await self._attempt(build, small, operation, image, cap, auth, raw)
+            except NetworkError as exc:
+                if (
+                    attempt == attempts
+                    or _is_tls_protocol_error(exc.__cause__)
+                    or _is_certificate_error(exc.__cause__)
+                    or isinstance(exc, DocumentTooSlowError)  # would be as slow again
+                ):
+                    raise
+                cause = exc.__cause__
+                if isinstance(cause, httpx.TransportError):
+                    reason = _describe_transport_error(cause, self.host)
+                else:
+                    reason = str(exc)
+                wait = None
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt == attempts:
+                    return response, body
+                reason = f"HTTP {response.status_code}"
+                wait = _retry_after(response.headers.get("Retry-After"))
+            delay = self._backoff(attempt, wait)
+            log.warning(
+                "%s %s: %s; retry %d of %d in %.1f s",
+                method,
+                image,
+                reason,
+                attempt,
+                attempts - 1,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
+        base = self.options.backoff
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        # Full jitter: concurrent requests that failed together do not retry together.
+        return random.uniform(0, base * 2 ** (attempt - 1)) + base / 2
+
+    async def _attempt(
+        self,
+        build: Callable[[], httpx.Request],
+        small: bool,
+        operation: str,
+        image: str,
+        cap: int,
+        auth: object,
+        raw: bool,
+    ) -> tuple[httpx.Response, bytes]:
+        """One try of a request (``small``: a document, not a streamed upload)."""
+        request = build()
+
+        async def exchange() -> tuple[httpx.Response, bytes]:
+            response = await self._client.send(
+                request,
+                auth=auth,  # type: ignore[arg-type]
+                stream=True,
+            )
+            try:
+                return response, await _read_capped(response, cap, image, raw=raw)
+            finally:
+                await response.aclose()
+
+        async with self._limit:
+            try:
+                if small:
+                    # A small document: bounded in all, not only per read.
+                    response, body = await self._within_limit(exchange(), operation, image)
+                else:  # a streamed blob upload: its source's rate is watched instead
+                    response, body = await exchange()
+            except AuthenticationError:
+                raise
+            except httpx.StreamConsumed as exc:
+                # The auth flow met a 401 (a token refused mid-run, as GCR and Quay do) and would
+                # send again a body that was streamed: the caller starts the upload over.
+                raise UploadRestart(
+                    f"cannot {operation} {image}: the registry refused the token in the middle "
+                    "of a streamed upload (the upload was started over once)",
+                    operation=operation,
+                    image=image,
+                    user=self.user,
+                    status=401,
+                ) from exc
+            except httpx.TransportError as exc:
+                raise self._network_error(operation, image, exc) from exc
+            except httpx.RequestError as exc:  # a redirect loop: not worth a retry
+                raise _request_error(operation, image, exc) from exc
+        for warning in response.headers.get_list("Warning"):
+            log.warning("%s: registry warning: %s", self.host, warning)
+        if log.isEnabledFor(logging.DEBUG):
+            limit = rate_limit(response.headers)
+            suffix = f" ({limit})" if limit else ""
+            log.debug("%s %s -> %d%s", request.method, request.url, response.status_code, suffix)
+        return response, body
+
+    def _network_error(self, operation: str, image: str, exc: httpx.TransportError) -> NetworkError:
+        reason = _describe_transport_error(exc, self.host)
+        return NetworkError(
+            f"cannot {operation} {image}: {reason}", operation=operation, image=image
+        )
+
+    async def _within_limit(self, work: Awaitable[T], operation: str, image: str) -> T:
+        """``work``, given up (NetworkError) once it has taken the document limit in all."""
+        limit = self.options.document_limit
+        try:
+            return await asyncio.wait_for(work, limit)
+        except asyncio.TimeoutError:
+            raise DocumentTooSlowError(
+                f"cannot {operation} {image}: {self.host} took more than {limit:g} s to answer "
+                "(the limit for one document)",
+                operation=operation,
+                image=image,
+            ) from None
+
+    def _raise_for_status(
+        self, response: httpx.Response, operation: str, image: str, body: bytes = b""
+    ) -> None:
+        if response.status_code < 400:
+            return
+        if response.status_code == 400 and _https_port_answer(response, body):
+            raise NetworkError(
+                f"cannot {operation} {image}: {self.host} speaks HTTPS, not plain HTTP "
+                "(drop --plain-http)",
+                operation=operation,
+                image=image,
+                status=400,
+            )
+        sent = response.request.headers.get("Authorization", "")
+        if response.status_code == 401 and self.user and sent[:6].lower() == "basic ":
+            # Basic auth has no other meaning for a 401: the user name or password is wrong.
+            # (With a token, a 401 can be a scope the token lacks: decode_error says so.)
+            _, detail = _error_code_and_message(body)
+            raise AuthenticationError(
+                f"authentication failed: {self.host} refused the credentials of user "
+                f"'{self.user}'{_suffix(detail)}",
+                operation="authenticate",
+                image=image,
+                user=self.user,
+                status=401,
+            )
+        raise decode_error(
+            response.status_code,
+            body,
+            operation=operation,
+            image=image,
+            user=self.user,
+            rate_limit=rate_limit(response.headers),
+        )
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Retry-After in seconds, or as an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
