@@ -16,18 +16,19 @@ from test_auth_token import FakeRegistry, manifest
 
 def test_request_cancelled_while_waiting_for_the_token_leaves_the_lock_alone() -> None:
     fake = FakeRegistry()
-    arrived, gate = asyncio.Event(), asyncio.Event()
     answer = fake._token
-
-    async def held_token(request: httpx.Request) -> httpx.Response:
-        arrived.set()
-        await gate.wait()
-        return answer(request)
-
-    fake.token_route.mock(side_effect=held_token)
     auth = TokenAuth(None)
 
     async def go() -> list[int]:
+        # Made inside the loop: on Python 3.9 an Event binds to the loop current when made.
+        arrived, gate = asyncio.Event(), asyncio.Event()
+
+        async def held_token(request: httpx.Request) -> httpx.Response:
+            arrived.set()
+            await gate.wait()
+            return answer(request)
+
+        fake.token_route.mock(side_effect=held_token)
         async with fake.client(auth) as client:
             first = asyncio.ensure_future(client.get(manifest("a")))
             await asyncio.wait_for(arrived.wait(), 60)  # it holds the lock, its token pending
