@@ -88,13 +88,15 @@ class RegistryClient(BlobTransfers):
     async def confirm_absent(self, repository: str, reference: str) -> Optional[Descriptor]:
         """After a HEAD said 404: a GET, for registries whose HEAD says 404 while GET works.
 
-        Returns the descriptor when the GET finds the manifest (and reads manifests with GET
-        for the rest of the run), None when it is absent indeed.
+        Returns the descriptor when the GET finds the manifest, None when it is absent indeed.
+        Where the GET finds it, one more HEAD tells a HEAD that lies (still 404: manifests are
+        read with GET for the rest of the run) from a registry whose reads lag behind a push
+        just made (GHCR: the HEAD finds it now too, and HEADs are trusted as before).
         """
         if self._head_refused:
             return None  # that answer came from a GET already
         found = await self._get_as_head(repository, reference)
-        if found is not None:
+        if found is not None and await self.head_manifest(repository, reference) is None:
             self._refuse_head(404)
         return found
 
