@@ -1,0 +1,361 @@
+"""Measuring: the commands run as subprocesses (pushmanifest, docker), their wall time, and the
+requests they make, counted by the tests' :class:`~support.proxy.HttpProxy` in front of each
+registry (and the token server's own records), with the depth judged by wall-clock overlap.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import platform as pyplatform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from scenarios import PLATFORMS  # noqa: E402
+
+from support.images import SeedClient, seed_image  # noqa: E402
+from support.proxy import HttpProxy, depth_of  # noqa: E402
+from support.registry import RegistryServer  # noqa: E402
+
+SUBPROCESS_TIMEOUT = 300
+
+
+# -- small helpers --------------------------------------------------------------------------------
+
+
+def ms(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def value(cell: Optional[Cell], name: str) -> str:
+    """A count for a table: the largest over the runs."""
+    if cell is None:
+        return "skipped"
+    if not cell.ok:
+        return "failed"
+    return str(cell.most(name))
+
+
+def verdict(ok: Optional[bool]) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def find_docker() -> Optional[str]:
+    found = shutil.which("docker")
+    if found:
+        return found
+    return "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else None
+
+
+def find_script() -> Optional[str]:
+    """The installed console script: next to this interpreter first (a pyenv shim on PATH is a
+    bash script that would add its own start-up to the measurement)."""
+    beside = Path(sys.executable).with_name("pushmanifest")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("pushmanifest")
+
+
+def subprocess_env(config_dir: Optional[Path] = None) -> dict[str, str]:
+    """The environment of every measured command: this checkout's src first, no stray docker
+    settings, HOME and DOCKER_CONFIG pointing at our own config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    if config_dir is not None:
+        env["HOME"] = str(config_dir)
+        env["DOCKER_CONFIG"] = str(config_dir)
+    return env
+
+
+def run_checked(args: Sequence[str], env: dict[str, str], what: str, stdin: str = "") -> str:
+    proc = subprocess.run(
+        list(args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def timed(args: Sequence[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    run_checked(args, env, " ".join(args[:4]))
+    return time.perf_counter() - start
+
+
+def machine() -> dict[str, str]:
+    return {
+        "optional": ", ".join(optional_packages()) or "none",
+        "cpus": str(
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ),
+        "cpu": cpu_model(),
+        "python": pyplatform.python_version(),
+        "system": f"{pyplatform.system()} {pyplatform.release()}",
+        "registry": first_line(["docker-registry", "--version"], "docker-registry", both=True),
+        "docker": docker_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": load_average(),
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def first_line(args: Sequence[str], default: str, *, both: bool = False) -> str:
+    """The first line a command prints (``both``: stderr when stdout is empty)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
+        out = subprocess.run(list(args), capture_output=True, text=True, timeout=10)
+        text = (out.stdout or out.stderr) if both else out.stdout
+        return text.strip().splitlines()[0]
+    return default
+
+
+def docker_version() -> str:
+    docker = find_docker()
+    return first_line([docker, "--version"], "absent") if docker else "absent"
+
+
+def optional_packages() -> list[str]:
+    """Installed or not, these change what a library import costs (httpcore imports trio to
+    detect it, httpx its CLI's click/rich/pygments); the pushmanifest command skips them."""
+    names = ("trio", "h2", "click", "rich")
+    return [name for name in names if importlib.util.find_spec(name) is not None]
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine makes the wall times noisy."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
+# -- measurements ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One measured run."""
+
+    wall: float
+    requests: int  # through the proxy, plus token requests
+    tokens: int
+    depth: int
+    connections: int
+    manifest_gets: int
+    aside: float = 0.0  # time inside the run not counted in wall (docker annotate)
+
+
+@dataclass
+class Cell:
+    """Several runs of one thing: median wall, and the counts of the last run (deterministic)."""
+
+    samples: list[Sample] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.samples) and not self.error
+
+    @property
+    def wall(self) -> Optional[float]:
+        return median([s.wall for s in self.samples]) if self.ok else None
+
+    @property
+    def aside(self) -> Optional[float]:
+        return median([s.aside for s in self.samples]) if self.ok else None
+
+    def most(self, name: str) -> Optional[int]:
+        """The largest value of a count over the runs (a bound holds for every run)."""
+        return max(getattr(s, name) for s in self.samples) if self.ok else None
+
+
+class Site:
+    """A registry behind a latency proxy, with the credentials both tools use."""
+
+    def __init__(self, name: str, server: RegistryServer, workdir: Path) -> None:
+        self.name = name
+        self.server = server
+        self.proxy = HttpProxy(upstream=server.host).start()
+        self.user: Optional[str] = "alice" if server.token_server is not None else None
+        self.prefix = "alice" if self.user else "bench"
+        self.workdir = workdir
+        self.config_dir = workdir / f"docker-config-{name}"
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        auths = {}
+        if self.user:
+            secret = f"{self.user}:{server.users[self.user]}".encode()
+            auths[self.proxy.host] = {"auth": base64.b64encode(secret).decode()}
+        (self.config_dir / "config.json").write_text(json.dumps({"auths": auths}))
+        self._tags = 0
+
+    def close(self) -> None:
+        self.proxy.stop()
+
+    @property
+    def host(self) -> str:
+        return self.proxy.host
+
+    def fresh_tag(self) -> str:
+        self._tags += 1
+        return f"run{self._tags}"
+
+    def set_delay(self, delay: float) -> None:
+        self.proxy.delay = delay
+        if self.server.token_server is not None:
+            self.server.token_server.delay = delay
+
+    def measure(self, action: Callable[[], float]) -> Sample:
+        ts = self.server.token_server
+        self.proxy.reset()
+        if ts is not None:
+            ts.reset()
+        start = time.perf_counter()
+        aside = action()
+        wall = time.perf_counter() - start - aside
+        records = self.proxy.requests
+        token_records = ts.requests if ts is not None else []
+        intervals = [(r.start, r.end) for r in records]
+        intervals += [(r.start, r.end) for r in token_records]
+        return Sample(
+            wall=wall,
+            requests=len(records) + len(token_records),
+            tokens=len(token_records),
+            depth=depth_of(intervals),
+            connections=self.proxy.connections,
+            manifest_gets=sum(1 for r in records if r.method == "GET" and "/manifests/" in r.path),
+            aside=aside,
+        )
+
+    # -- seeding --------------------------------------------------------------------------------
+
+    def seed(self, repos: Sequence[str], n: int) -> None:
+        seed_sources(self.server, repos, n, self.user)
+
+    # -- the two tools --------------------------------------------------------------------------
+
+    def pushmanifest(
+        self,
+        specs: Sequence[Path],
+        *,
+        extra: Sequence[str] = (),
+        variant: Sequence[str] = (),
+    ) -> Callable[[], float]:
+        if variant:
+            head = [sys.executable, str(HERE / "variant.py"), *variant, "--"]
+        else:
+            head = [sys.executable, "-m", "pushmanifest"]
+        args = [
+            *head,
+            "from-spec",
+            "--plain-http",
+            "--docker-cfg",
+            str(self.config_dir),
+            *extra,
+            *map(str, specs),
+        ]
+        env = subprocess_env(self.config_dir)
+
+        def action() -> float:
+            run_checked(args, env, "pushmanifest")
+            return 0.0
+
+        return action
+
+    def docker(self, docker: str, repo: str, tag: str, n: int) -> Callable[[], float]:
+        target = f"{self.host}/{repo}:{tag}"
+        sources = [f"{self.host}/{repo}:src{i}" for i in range(n)]
+
+        def action() -> float:
+            # A fresh config per run: docker keeps created lists under DOCKER_CONFIG/manifests.
+            config = Path(tempfile.mkdtemp(dir=self.workdir, prefix="docker-"))
+            shutil.copy(self.config_dir / "config.json", config / "config.json")
+            env = subprocess_env(config)
+            run_checked(
+                [docker, "manifest", "create", "--insecure", target, *sources], env, "create"
+            )
+            start = time.perf_counter()
+            for source, (os_name, arch, variant) in zip(sources, PLATFORMS):
+                annotate = [docker, "manifest", "annotate", target, source]
+                annotate += ["--os", os_name, "--arch", arch]
+                if variant:
+                    annotate += ["--variant", variant]
+                run_checked(annotate, env, "annotate")
+            aside = time.perf_counter() - start
+            run_checked([docker, "manifest", "push", "--insecure", target], env, "push")
+            shutil.rmtree(config, ignore_errors=True)
+            return aside
+
+        return action
+
+
+def seed_sources(server: RegistryServer, repos: Sequence[str], n: int, user: Optional[str]) -> None:
+    """``src0..src{n-1}`` (PLATFORMS) in each repository, a thread per few repositories."""
+    password = server.users[user] if user else None
+
+    def one(repo: str) -> None:
+        with SeedClient(server, username=user, password=password) as client:
+            for i, (os_name, arch, variant) in enumerate(PLATFORMS[:n]):
+                seed_image(
+                    server,
+                    repo,
+                    f"src{i}",
+                    os=os_name,
+                    architecture=arch,
+                    variant=variant,
+                    client=client,
+                )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, repos))
+
+
+def repeat(runs: int, site: Site, make: Callable[[], Callable[[], float]]) -> Cell:
+    """``runs`` measured runs of ``make()`` at ``site``; the first failure ends them."""
+    cell = Cell()
+    for _ in range(runs):
+        try:
+            cell.samples.append(site.measure(make()))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            cell.error = str(exc).splitlines()[0][:300]
+            log(f"  failed: {exc}")
+            break
+    return cell
