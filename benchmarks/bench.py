@@ -128,22 +128,31 @@ class Bench:
                 site.set_delay(delay)
                 for n in self.sizes:
                     log(f"push: {name}, {ms(delay)}, N={n}")
+                    # The depth once per set-up (it does not depend on the latency).
+                    depth = delay > 0
                     self.results.push[(name, delay, n)] = (
-                        self.push_pm(site, n),
-                        self.push_dk(site, n),
+                        self.push_pm(site, n, depth),
+                        self.push_dk(site, n, depth),
                     )
         if not self.docker:
             self.note("docker CLI not found: its columns are skipped")
 
-    def push_pm(self, site: Site, n: int) -> Cell:
-        return repeat(self.runs, site, lambda: site.pushmanifest([self.spec(site, n)]))
+    def push_pm(self, site: Site, n: int, depth: bool) -> Cell:
+        def make() -> Callable[[], float]:
+            return site.pushmanifest([self.spec(site, n)])
 
-    def push_dk(self, site: Site, n: int) -> Optional[Cell]:
+        return repeat(self.runs, site, make, depth=depth)
+
+    def push_dk(self, site: Site, n: int, depth: bool) -> Optional[Cell]:
         docker = self.docker
         if not docker:
             return None
         repo = f"{site.prefix}/push"
-        return repeat(self.runs, site, lambda: site.docker(docker, repo, site.fresh_tag(), n))
+
+        def make() -> Callable[[], float]:
+            return site.docker(docker, repo, site.fresh_tag(), n)
+
+        return repeat(self.runs, site, make, depth=depth)
 
     def extra_tags_and_configs(self) -> None:
         for name, site in self.sites.items():
@@ -161,7 +170,7 @@ class Bench:
                 [self.spec(site, n, tags=[site.fresh_tag(), site.fresh_tag()])]
             )
 
-        self.results.tags[name] = repeat(min(self.runs, 3), site, push)
+        self.results.tags[name] = repeat(min(self.runs, 3), site, push, depth=True)
 
     def platforms_from_configs(self, name: str, site: Site, size: int) -> None:
         log(f"push: {name}, N={size}, platforms from the configs")
@@ -169,6 +178,7 @@ class Bench:
             min(self.runs, 3),
             site,
             lambda: site.pushmanifest([self.spec(site, size, platforms=False)]),
+            depth=True,
         )
 
     # -- start-up -------------------------------------------------------------------------------
@@ -223,6 +233,7 @@ class Bench:
                 lambda c=case, s=site: s.pushmanifest(
                     self.bulk_specs(s), variant=c.variant, extra=c.extra
                 ),
+                depth=True,
             )
             self.results.bulk.append((case.name, cell))
             self.results.bulk_in_flight[case.name] = case.in_flight

@@ -1,6 +1,7 @@
 """Measuring: the commands run as subprocesses (pushmanifest, docker), their wall time, and the
 requests they make, counted by the tests' :class:`~support.proxy.HttpProxy` in front of each
-registry (and the token server's own records), with the depth judged by wall-clock overlap.
+registry (and the token server's own records). The depth is counted in waves, in one more run
+without latency through a :class:`~waves.GatedRoute` (``repeat(..., depth=True)``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,9 +30,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from scenarios import PLATFORMS  # noqa: E402
+from waves import GatedRoute  # noqa: E402
 
 from support.images import SeedClient, seed_image  # noqa: E402
-from support.proxy import HttpProxy, depth_of  # noqa: E402
+from support.proxy import HttpProxy  # noqa: E402
 from support.registry import RegistryServer  # noqa: E402
 
 SUBPROCESS_TIMEOUT = 300
@@ -94,19 +96,53 @@ def subprocess_env(config_dir: Optional[Path] = None) -> dict[str, str]:
     return env
 
 
-def run_checked(args: Sequence[str], env: dict[str, str], what: str, stdin: str = "") -> str:
-    proc = subprocess.run(
-        list(args),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
+def run_checked(
+    args: Sequence[str],
+    env: dict[str, str],
+    what: str,
+    stdin: str = "",
+    on_start: Optional[Callable[[Optional[int]], None]] = None,
+) -> str:
+    """Run ``args``; its output, or RuntimeError. ``on_start(pid)`` once it has started (a
+    WaveGate watches it), ``on_start(None)`` once it has ended."""
+    if on_start is None:
+        proc = subprocess.run(
+            list(args),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=SUBPROCESS_TIMEOUT,
+            check=False,
+        )
+    else:
+        proc = run_watched(args, env, stdin, on_start)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return proc.stdout
+
+
+def run_watched(
+    args: Sequence[str], env: dict[str, str], stdin: str, on_start: Callable[[Optional[int]], None]
+) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(
+        list(args),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as process:
+        try:
+            on_start(process.pid)
+            stdout, stderr = process.communicate(stdin, timeout=SUBPROCESS_TIMEOUT)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            on_start(None)
+    return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
 
 
 def timed(args: Sequence[str], env: dict[str, str]) -> float:
@@ -178,7 +214,6 @@ class Sample:
     wall: float
     requests: int  # through the proxy, plus token requests
     tokens: int
-    depth: int
     connections: int
     manifest_gets: int
     aside: float = 0.0  # time inside the run not counted in wall (docker annotate)
@@ -190,6 +225,7 @@ class Cell:
 
     samples: list[Sample] = field(default_factory=list)
     error: str = ""
+    waves: Optional[int] = None  # the depth: waves of one more run, through the GatedRoute
 
     @property
     def ok(self) -> bool:
@@ -204,17 +240,25 @@ class Cell:
         return median([s.aside for s in self.samples]) if self.ok else None
 
     def most(self, name: str) -> Optional[int]:
-        """The largest value of a count over the runs (a bound holds for every run)."""
-        return max(getattr(s, name) for s in self.samples) if self.ok else None
+        """The largest value of a count over the runs (a bound holds for every run); ``depth``:
+        the waves of the gated run."""
+        if not self.ok:
+            return None
+        if name == "depth":
+            return self.waves
+        return max(getattr(s, name) for s in self.samples)
 
 
 class Site:
-    """A registry behind a latency proxy, with the credentials both tools use."""
+    """A registry behind a latency proxy, with the credentials both tools use; and behind a
+    :class:`~waves.GatedRoute`, used inside :meth:`gated` (``host`` is then the route's)."""
 
     def __init__(self, name: str, server: RegistryServer, workdir: Path) -> None:
         self.name = name
         self.server = server
         self.proxy = HttpProxy(upstream=server.host).start()
+        self.route = GatedRoute(server)
+        self._gated = False
         self.user: Optional[str] = "alice" if server.token_server is not None else None
         self.prefix = "alice" if self.user else "bench"
         self.workdir = workdir
@@ -223,16 +267,39 @@ class Site:
         auths = {}
         if self.user:
             secret = f"{self.user}:{server.users[self.user]}".encode()
-            auths[self.proxy.host] = {"auth": base64.b64encode(secret).decode()}
+            for host in (self.proxy.host, self.route.host):
+                auths[host] = {"auth": base64.b64encode(secret).decode()}
         (self.config_dir / "config.json").write_text(json.dumps({"auths": auths}))
         self._tags = 0
 
     def close(self) -> None:
         self.proxy.stop()
+        self.route.close()
 
     @property
     def host(self) -> str:
-        return self.proxy.host
+        return self.route.host if self._gated else self.proxy.host
+
+    @property
+    def on_start(self) -> Optional[Callable[[Optional[int]], None]]:
+        """What a command run here tells its process id (inside :meth:`gated`: the gate)."""
+        return self.route.watch if self._gated else None
+
+    @contextlib.contextmanager
+    def gated(self) -> Iterator[None]:
+        """Commands made inside go through the gated route, with no latency at the token
+        server."""
+        ts = self.server.token_server
+        delay = ts.delay if ts is not None else 0.0
+        self._gated = True
+        if ts is not None:
+            ts.delay = 0.0
+        try:
+            yield
+        finally:
+            self._gated = False
+            if ts is not None:
+                ts.delay = delay
 
     def fresh_tag(self) -> str:
         self._tags += 1
@@ -253,17 +320,20 @@ class Site:
         wall = time.perf_counter() - start - aside
         records = self.proxy.requests
         token_records = ts.requests if ts is not None else []
-        intervals = [(r.start, r.end) for r in records]
-        intervals += [(r.start, r.end) for r in token_records]
         return Sample(
             wall=wall,
             requests=len(records) + len(token_records),
             tokens=len(token_records),
-            depth=depth_of(intervals),
             connections=self.proxy.connections,
             manifest_gets=sum(1 for r in records if r.method == "GET" and "/manifests/" in r.path),
             aside=aside,
         )
+
+    def waves(self, action: Callable[[], float]) -> int:
+        """The depth of ``action`` (made inside :meth:`gated`), in waves."""
+        self.route.reset()
+        action()
+        return self.route.depth()
 
     # -- seeding --------------------------------------------------------------------------------
 
@@ -293,9 +363,10 @@ class Site:
             *map(str, specs),
         ]
         env = subprocess_env(self.config_dir)
+        on_start = self.on_start
 
         def action() -> float:
-            run_checked(args, env, "pushmanifest")
+            run_checked(args, env, "pushmanifest", on_start=on_start)
             return 0.0
 
         return action
@@ -303,6 +374,7 @@ class Site:
     def docker(self, docker: str, repo: str, tag: str, n: int) -> Callable[[], float]:
         target = f"{self.host}/{repo}:{tag}"
         sources = [f"{self.host}/{repo}:src{i}" for i in range(n)]
+        on_start = self.on_start
 
         def action() -> float:
             # A fresh config per run: docker keeps created lists under DOCKER_CONFIG/manifests.
@@ -310,7 +382,10 @@ class Site:
             shutil.copy(self.config_dir / "config.json", config / "config.json")
             env = subprocess_env(config)
             run_checked(
-                [docker, "manifest", "create", "--insecure", target, *sources], env, "create"
+                [docker, "manifest", "create", "--insecure", target, *sources],
+                env,
+                "create",
+                on_start=on_start,
             )
             start = time.perf_counter()
             for source, (os_name, arch, variant) in zip(sources, PLATFORMS):
@@ -320,7 +395,8 @@ class Site:
                     annotate += ["--variant", variant]
                 run_checked(annotate, env, "annotate")
             aside = time.perf_counter() - start
-            run_checked([docker, "manifest", "push", "--insecure", target], env, "push")
+            push = [docker, "manifest", "push", "--insecure", target]
+            run_checked(push, env, "push", on_start=on_start)
             shutil.rmtree(config, ignore_errors=True)
             return aside
 
@@ -348,14 +424,19 @@ def seed_sources(server: RegistryServer, repos: Sequence[str], n: int, user: Opt
         list(pool.map(one, repos))
 
 
-def repeat(runs: int, site: Site, make: Callable[[], Callable[[], float]]) -> Cell:
-    """``runs`` measured runs of ``make()`` at ``site``; the first failure ends them."""
+def repeat(
+    runs: int, site: Site, make: Callable[[], Callable[[], float]], *, depth: bool = False
+) -> Cell:
+    """``runs`` measured runs of ``make()`` at ``site``; the first failure ends them. ``depth``:
+    then one more run, through the gate, for the depth in waves."""
     cell = Cell()
-    for _ in range(runs):
-        try:
+    try:
+        for _ in range(runs):
             cell.samples.append(site.measure(make()))
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            cell.error = str(exc).splitlines()[0][:300]
-            log(f"  failed: {exc}")
-            break
+        if depth:
+            with site.gated():
+                cell.waves = site.waves(make())
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        cell.error = str(exc).splitlines()[0][:300]
+        log(f"  failed: {exc}")
     return cell

@@ -53,11 +53,13 @@ def introduction(res: Results) -> list[str]:
         "",
         "Latency: an HTTP proxy in front of the registry adds the delay to every request, and "
         "the token server answers after the same delay. Requests = requests through the proxy + "
-        "token requests. Depth = the longest chain of requests each starting after the previous "
-        "one ended (round trips one after another). Docker's wall time is `docker manifest "
+        "token requests. Depth = round trips one after another, counted in waves in one more run "
+        "of each set-up, without latency, through proxies that hold every request and release "
+        "them together only once the command's process can send nothing more without an answer "
+        "(the tests' `WaveGate`, tests/support/proxy.py): no load on the machine changes it. It "
+        "is shown once per set-up, in the 50 ms rows. Docker's wall time is `docker manifest "
         "create` + `push`; its `annotate` calls (local, no requests) are shown apart and left "
-        "out of the ratio. Depth is shown where there is latency only: without it, requests sent "
-        "together need not overlap.",
+        "out of the ratio.",
     ]
 
 
@@ -86,7 +88,7 @@ def push_row(auth: str, delay: float, n: int, pm: Cell, dk: Optional[Cell]) -> R
     ratio = "-"
     if dk is not None and dk.ok and pm.ok and pm.wall:
         ratio = f"{(dk.wall or 0) / pm.wall:.1f}x"
-    # Without latency, requests sent together need not overlap: depth says nothing there.
+    # The depth does not depend on the latency: it is counted once, shown in the 50 ms rows.
     depth: Callable[[Optional[Cell], str], str] = value if delay else (lambda cell, name: "-")
     pm_columns = [value(pm, "requests"), depth(pm, "depth"), value(pm, "connections"), ms(pm.wall)]
     dk_columns = [value(dk, "requests"), depth(dk, "depth")]

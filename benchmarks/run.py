@@ -14,9 +14,9 @@ What it does, all on 127.0.0.1:
   token auth, with ``python -m pushmanifest from-spec --plain-http`` (a fresh target tag each
   run, so that the PUT really happens) and with ``docker manifest create`` + ``annotate`` +
   ``push`` (the docker CLI needs no daemon for these), and reports requests (proxy + token
-  server), sequential depth (longest chain of requests each starting after the previous one
-  ended, over the proxy's and the token server's records together), wall time (median) and the
-  ratio docker / pushmanifest;
+  server), sequential depth (in waves: one more run without latency through gated proxies,
+  ``waves.py``, the tests' ``WaveGate``; the token server's requests too), wall time (median)
+  and the ratio docker / pushmanifest;
 * times ``--version``, ``--help`` (``python -m pushmanifest`` and the installed script) and a dry
   run of 8 architectures; pushes 50 lists of 8 architectures in one invocation through 50 ms;
 * counts TCP connections against requests (keep-alive), and over TLS (the TLS registry behind
@@ -27,8 +27,9 @@ It prints a Markdown report and writes it to ``--out`` (default
 ``benchmarks/results/latest.md``).
 
 The parts: ``scenarios.py`` (what is measured, as data), ``measure.py`` (running the commands,
-timing them, counting their requests), ``bench.py`` (running the scenarios), ``tls_push.py`` (the
-TLS section), ``report.py`` and ``targets.py`` (the Markdown tables), this file (the command).
+timing them, counting their requests), ``waves.py`` (their depth, through the gate), ``bench.py``
+(running the scenarios), ``tls_push.py`` (the TLS section), ``report.py`` and ``targets.py`` (the
+Markdown tables), this file (the command).
 """
 
 from __future__ import annotations

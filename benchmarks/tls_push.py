@@ -96,5 +96,5 @@ def push_once(
         cell.error = proc.stderr.strip()[-300:]
         log(f"  failed: {cell.error}")
         return False
-    cell.samples.append(Sample(wall, 0, 0, 0, fwd.connections, 0))
+    cell.samples.append(Sample(wall, 0, 0, fwd.connections, 0))
     return True
