@@ -9,20 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from measure import (
-    ROOT,
-    Cell,
-    Site,
-    find_docker,
-    find_script,
-    load_average,
-    log,
-    machine,
-    ms,
-    repeat,
-    subprocess_env,
-    timed,
-)
+from commands import ROOT, find_docker, find_script, log, subprocess_env, timed
+from machine import load_average, machine
+from measure import Cell, Site, ms, repeat
 from scenarios import (
     BULK_ARCHS,
     BULK_CASES,

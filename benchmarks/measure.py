@@ -9,11 +9,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
-import datetime
-import importlib.util
 import json
-import os
-import platform as pyplatform
 import shutil
 import statistics
 import subprocess
@@ -25,21 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from commands import HERE, log, run_checked, subprocess_env
+from scenarios import PLATFORMS
+from waves import GatedRoute
 
-from scenarios import PLATFORMS  # noqa: E402
-from waves import GatedRoute  # noqa: E402
+from support.images import SeedClient, seed_image
+from support.proxy import HttpProxy
+from support.registry import RegistryServer
 
-from support.images import SeedClient, seed_image  # noqa: E402
-from support.proxy import HttpProxy  # noqa: E402
-from support.registry import RegistryServer  # noqa: E402
-
-SUBPROCESS_TIMEOUT = 300
-
-
-# -- small helpers --------------------------------------------------------------------------------
+# -- for the tables --------------------------------------------------------------------------------
 
 
 def ms(seconds: Optional[float]) -> str:
@@ -61,147 +51,6 @@ def verdict(ok: Optional[bool]) -> str:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def find_docker() -> Optional[str]:
-    found = shutil.which("docker")
-    if found:
-        return found
-    return "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else None
-
-
-def find_script() -> Optional[str]:
-    """The installed console script: next to this interpreter first (a pyenv shim on PATH is a
-    bash script that would add its own start-up to the measurement)."""
-    beside = Path(sys.executable).with_name("pushmanifest")
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("pushmanifest")
-
-
-def subprocess_env(config_dir: Optional[Path] = None) -> dict[str, str]:
-    """The environment of every measured command: this checkout's src first, no stray docker
-    settings, HOME and DOCKER_CONFIG pointing at our own config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
-    if config_dir is not None:
-        env["HOME"] = str(config_dir)
-        env["DOCKER_CONFIG"] = str(config_dir)
-    return env
-
-
-def run_checked(
-    args: Sequence[str],
-    env: dict[str, str],
-    what: str,
-    stdin: str = "",
-    on_start: Optional[Callable[[Optional[int]], None]] = None,
-) -> str:
-    """Run ``args``; its output, or RuntimeError. ``on_start(pid)`` once it has started (a
-    WaveGate watches it), ``on_start(None)`` once it has ended."""
-    if on_start is None:
-        proc = subprocess.run(
-            list(args),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=SUBPROCESS_TIMEOUT,
-            check=False,
-        )
-    else:
-        proc = run_watched(args, env, stdin, on_start)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return proc.stdout
-
-
-def run_watched(
-    args: Sequence[str], env: dict[str, str], stdin: str, on_start: Callable[[Optional[int]], None]
-) -> subprocess.CompletedProcess[str]:
-    with subprocess.Popen(
-        list(args),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as process:
-        try:
-            on_start(process.pid)
-            stdout, stderr = process.communicate(stdin, timeout=SUBPROCESS_TIMEOUT)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            on_start(None)
-    return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
-
-
-def timed(args: Sequence[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    run_checked(args, env, " ".join(args[:4]))
-    return time.perf_counter() - start
-
-
-def machine() -> dict[str, str]:
-    return {
-        "optional": ", ".join(optional_packages()) or "none",
-        "cpus": str(
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ),
-        "cpu": cpu_model(),
-        "python": pyplatform.python_version(),
-        "system": f"{pyplatform.system()} {pyplatform.release()}",
-        "registry": first_line(["docker-registry", "--version"], "docker-registry", both=True),
-        "docker": docker_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "load": load_average(),
-    }
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def first_line(args: Sequence[str], default: str, *, both: bool = False) -> str:
-    """The first line a command prints (``both``: stderr when stdout is empty)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-        out = subprocess.run(list(args), capture_output=True, text=True, timeout=10)
-        text = (out.stdout or out.stderr) if both else out.stdout
-        return text.strip().splitlines()[0]
-    return default
-
-
-def docker_version() -> str:
-    docker = find_docker()
-    return first_line([docker, "--version"], "absent") if docker else "absent"
-
-
-def optional_packages() -> list[str]:
-    """Installed or not, these change what a library import costs (httpcore imports trio to
-    detect it, httpx its CLI's click/rich/pygments); the pushmanifest command skips them."""
-    names = ("trio", "h2", "click", "rich")
-    return [name for name in names if importlib.util.find_spec(name) is not None]
-
-
-def load_average() -> str:
-    """The 1-minute load average: other work on the machine makes the wall times noisy."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "unknown"
 
 
 # -- measurements ---------------------------------------------------------------------------------

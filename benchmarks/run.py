@@ -35,17 +35,21 @@ Markdown tables), this file (the command).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from bench import Bench
-from measure import HERE, log
-from report import report
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' registries, proxy and image seeding
 
-from support.registry import RegistryStartError, RegistryUnavailable
+from bench import Bench  # noqa: E402
+from commands import log  # noqa: E402
+from report import report  # noqa: E402
+
+from support.registry import RegistryStartError, RegistryUnavailable  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

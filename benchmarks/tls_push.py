@@ -11,16 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from measure import (
-    HERE,
-    SUBPROCESS_TIMEOUT,
-    Cell,
-    Sample,
-    log,
-    ms,
-    seed_sources,
-    subprocess_env,
-)
+from commands import HERE, SUBPROCESS_TIMEOUT, log, subprocess_env
+from measure import Cell, Sample, ms, seed_sources
 from scenarios import TLS_CLIENTS, TLS_PUSHES, TLS_REPOS, TLS_RTTS, spec_document
 from tcpdelay import TcpDelay
 
