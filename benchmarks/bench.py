@@ -213,16 +213,15 @@ class Bench:
     def bulk(self) -> None:
         runs = 1 if self.quick else min(self.runs, 3)
         for case in self.bulk_cases():
-            site = self.sites[case.site]
-            site.set_delay(DELAY)
-            log(f"bulk: {case.site} {case.label}")
-            cell = repeat(
-                runs,
-                site,
-                lambda c=case, s=site: s.pushmanifest(
-                    self.bulk_specs(s), variant=c.variant, extra=c.extra
-                ),
-                depth=True,
-            )
-            self.results.bulk.append((case.name, cell))
+            self.results.bulk.append((case.name, self.bulk_case(case, runs)))
             self.results.bulk_in_flight[case.name] = case.in_flight
+
+    def bulk_case(self, case: BulkCase, runs: int) -> Cell:
+        site = self.sites[case.site]
+        site.set_delay(DELAY)
+        log(f"bulk: {case.site} {case.label}")
+
+        def make() -> Callable[[], float]:
+            return site.pushmanifest(self.bulk_specs(site), variant=case.variant, extra=case.extra)
+
+        return repeat(runs, site, make, depth=True)

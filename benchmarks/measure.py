@@ -95,7 +95,8 @@ class Cell:
             return None
         if name == "depth":
             return self.waves
-        return max(getattr(s, name) for s in self.samples)
+        most: int = max(getattr(s, name) for s in self.samples)
+        return most
 
 
 class Site:
