@@ -1,0 +1,164 @@
+"""The Markdown report of :class:`~bench.Results`: a table per section, then issue 4's targets
+(``targets.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+from bench import Results
+from measure import Cell, median, ms, value, verdict
+from scenarios import BULK_ARCHS, BULK_LISTS, BULK_PER_FILE, BULK_TARGET, DELAY, tags_size
+from targets import targets
+
+Row = list[object]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def section(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    return ["", f"### {title}", "", *table(header, rows)]
+
+
+def report(res: Results, sizes: Sequence[int]) -> str:
+    lines = introduction(res)
+    lines += push_section(res)
+    lines += tags_section(res, sizes)
+    lines += startup_section(res)
+    lines += bulk_section(res)
+    if res.tls:
+        lines += tls_section(res)
+    lines += section("Targets of issue 4", ["#", "target", "measured", "met"], targets(res, sizes))
+    if res.notes:
+        lines += ["", *(f"- {n}" for n in res.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def introduction(res: Results) -> list[str]:
+    info = res.info
+    return [
+        "## Benchmark: pushmanifest vs docker manifest",
+        "",
+        f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['system']}, Python "
+        f"{info['python']} (optional packages installed, which the command does not import: "
+        f"{info['optional']}); registry: {info['registry']} on 127.0.0.1; docker CLI: "
+        f"{info['docker']}. Date: {info['date']}. Command: `{res.command}` (wall times: median "
+        f"of {res.runs} run{'s' if res.runs != 1 else ''}; pushmanifest from this checkout's "
+        f"src/). Load average (1 min) at the start: {info['load']}, at the end: "
+        f"{res.load_after}.",
+        "",
+        "Latency: an HTTP proxy in front of the registry adds the delay to every request, and "
+        "the token server answers after the same delay. Requests = requests through the proxy + "
+        "token requests. Depth = round trips one after another, counted in waves in one more run "
+        "of each set-up, without latency, through proxies that hold every request and release "
+        "them together only once the command's process can send nothing more without an answer "
+        "(the tests' `WaveGate`, tests/support/proxy.py): no load on the machine changes it. It "
+        "is shown once per set-up, in the 50 ms rows. Docker's wall time is `docker manifest "
+        "create` + `push`; its `annotate` calls (local, no requests) are shown apart and left "
+        "out of the ratio.",
+    ]
+
+
+PUSH_HEADER = [
+    "auth",
+    "delay",
+    "N",
+    "pushmanifest requests",
+    "depth",
+    "TCP conns",
+    "wall",
+    "docker requests",
+    "depth",
+    "wall",
+    "+ annotate",
+    "docker / pushmanifest",
+]
+
+
+def push_section(res: Results) -> list[str]:
+    rows = [push_row(auth, delay, n, pm, dk) for (auth, delay, n), (pm, dk) in res.push.items()]
+    return section("One list, platforms given, no extra tag", PUSH_HEADER, rows)
+
+
+def push_row(auth: str, delay: float, n: int, pm: Cell, dk: Optional[Cell]) -> Row:
+    ratio = "-"
+    if dk is not None and dk.ok and pm.ok and pm.wall:
+        ratio = f"{(dk.wall or 0) / pm.wall:.1f}x"
+    # The depth does not depend on the latency: it is counted once, shown in the 50 ms rows.
+    depth: Callable[[Optional[Cell], str], str] = value if delay else (lambda cell, name: "-")
+    pm_columns = [value(pm, "requests"), depth(pm, "depth"), value(pm, "connections"), ms(pm.wall)]
+    dk_columns = [value(dk, "requests"), depth(dk, "depth")]
+    dk_columns += [ms(dk.wall), ms(dk.aside)] if dk else ["skipped", "skipped"]
+    return [auth, ms(delay), n, *pm_columns, *dk_columns, ratio]
+
+
+def tags_section(res: Results, sizes: Sequence[int]) -> list[str]:
+    def counts(cell: Cell) -> Row:
+        return [value(cell, "requests"), value(cell, "depth"), ms(cell.wall)]
+
+    n = tags_size(sizes)
+    rows = [[auth, n, "given", 2, *counts(cell)] for auth, cell in res.tags.items()]
+    rows += [
+        [auth, size, "from configs", 0, *counts(cell)]
+        for (auth, size), cell in res.no_platform.items()
+    ]
+    title = "Extra tags and platforms from the images' configs (50 ms)"
+    return section(title, ["auth", "N", "platforms", "T", "requests", "depth", "wall"], rows)
+
+
+def startup_section(res: Results) -> list[str]:
+    rows = []
+    for label, times, target in res.startup:
+        med = median(times)
+        met = verdict(None if target is None else med <= target)
+        rows.append([label, ms(med), ms(min(times)), ms(target) if target else "-", met])
+    title = "Start-up (median of runs, wall clock, subprocess)"
+    return section(title, ["command", "median", "min", "target", "met"], rows)
+
+
+BULK_HEADER = [
+    "set-up",
+    "wall",
+    "floor: requests / in flight x 50 ms",
+    "requests",
+    "token requests",
+    "depth",
+    "TCP conns",
+    "<= 2 s",
+]
+
+
+def bulk_section(res: Results) -> list[str]:
+    rows = [bulk_row(res, label, cell) for label, cell in res.bulk]
+    title = (
+        f"Bulk: {BULK_LISTS} lists x {BULK_ARCHS} archs in one invocation, 50 ms "
+        f"({BULK_LISTS // BULK_PER_FILE} spec files of {BULK_PER_FILE} YAML documents)"
+    )
+    return section(title, BULK_HEADER, rows)
+
+
+def bulk_row(res: Results, label: str, cell: Cell) -> Row:
+    floor = None
+    if cell.ok:
+        in_flight = res.bulk_in_flight[label]
+        waves = -(-(cell.most("requests") or 0) // in_flight)
+        floor = waves * DELAY
+    counts = [value(cell, k) for k in ("requests", "tokens", "depth", "connections")]
+    met = verdict(None if cell.wall is None else cell.wall <= BULK_TARGET)
+    return [label, ms(cell.wall), ms(floor), *counts, met]
+
+
+def tls_section(res: Results) -> list[str]:
+    rows = [
+        [case, ms(rtt), label, ms(cell.wall), value(cell, "connections")]
+        for case, label, rtt, cell in res.tls
+    ]
+    title = (
+        "TLS registry (htpasswd) behind a TCP forwarder adding the round-trip time "
+        "(a new connection costs one more round trip, its TLS handshake one more)"
+    )
+    return section(title, ["push", "RTT", "client", "wall", "TCP conns"], rows)
