@@ -69,9 +69,7 @@ class CachedSocketBackend(httpcore.AsyncNetworkBackend):
         local_address: Optional[str] = None,
         socket_options: Optional[Iterable[_SocketOption]] = None,
     ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_tcp(
-            host, port, timeout, local_address, socket_options
-        )
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         return CachedSocketStream(stream)
 
     async def connect_unix_socket(
