@@ -96,6 +96,17 @@ class RegistryError(PushManifestError):
         self.status = status
         self.code = code
 
+    def reworded(self, message: str) -> RegistryError:
+        """The same failure (same class, operation, image, user, status, code) said otherwise."""
+        return type(self)(
+            message,
+            operation=self.operation,
+            image=self.image,
+            user=self.user,
+            status=self.status,
+            code=self.code,
+        )
+
 
 class AuthenticationError(RegistryError):
     """Credentials were refused, or a token could not be obtained."""

@@ -200,14 +200,7 @@ async def inspect_async(
                 raise
             image = client.image(reference.repository, reference.identifier)
             why = (exc.code or "HTTP 404").lower().replace("_", " ")
-            raise RegistryError(
-                f"{image} does not exist ({why})",
-                operation=exc.operation,
-                image=exc.image,
-                user=exc.user,
-                status=exc.status,
-                code=exc.code,
-            ) from exc
+            raise exc.reworded(f"{image} does not exist ({why})") from exc
         return await _result(client, reference, data, descriptor)
 
 

@@ -68,14 +68,7 @@ def explain_put_error(exc: RegistryError, data: bytes, media_type: str) -> Regis
     hint = _hint(exc, data, media_type)
     if not hint:
         return exc
-    return type(exc)(
-        f"{exc}; {hint}",
-        operation=exc.operation,
-        image=exc.image,
-        user=exc.user,
-        status=exc.status,
-        code=exc.code,
-    )
+    return exc.reworded(f"{exc}; {hint}")
 
 
 def _hint(exc: RegistryError, data: bytes, media_type: str) -> Optional[str]:
