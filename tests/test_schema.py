@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import yaml
 from pushmanifest.errors import SpecError
 from pushmanifest.schema import SCHEMA_DIALECT, build_schema, schema_text
 from pushmanifest.spec import load_spec_text
+from support.cli import run_cli
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the test extra")
 
@@ -52,12 +51,7 @@ def test_the_shipped_file_is_the_generated_schema() -> None:
 
 
 def test_the_command_prints_it() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pushmanifest", "schema"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("schema", timeout=60)
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == schema_text()
     assert json.loads(result.stdout)["$schema"] == SCHEMA_DIALECT

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pushmanifest.validate import validate_specs
+from support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "tests" / "data" / "specs"
@@ -27,14 +28,7 @@ LINUX_AMD64 = "{os: linux, architecture: amd64}"
 def run(
     *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pushmanifest", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return run_cli(*args, stdin=stdin, env=env, timeout=60)
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
