@@ -411,3 +411,10 @@ def test_docker_config_constructed_directly() -> None:
     config = DockerConfig({"auths": {"h": {"username": "u", "password": "p"}}})
     creds = config.credentials_for("h")
     assert creds is not None and creds.username == "u"
+
+
+def test_a_key_that_would_break_the_line_is_quoted_in_the_error() -> None:
+    # Found by test_fuzz: a key holding a newline made a two-line error.
+    with pytest.raises(InputError) as caught:
+        DockerConfig({"auths": {"bad\nhost": 5}}, path="cfg.json").credentials_for("h.example")
+    assert str(caught.value) == "cfg.json: 'auths['bad\\nhost']' must be an object"

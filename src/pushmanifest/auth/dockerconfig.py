@@ -184,6 +184,12 @@ class DockerConfig:
         return self._helper_cache[cache_key]
 
 
+def _shown(key: object) -> str:
+    """A config key as an error shows it: as written, or quoted where it would break the line."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
+
+
 def _mapping_of_mappings(value: object, config: DockerConfig, name: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -194,7 +200,7 @@ def _mapping_of_mappings(value: object, config: DockerConfig, name: str) -> dict
         if entry is None:
             entry = {}
         if not isinstance(entry, Mapping):
-            raise InputError(f"{config.path}: '{name}[{key}]' must be an object")
+            raise InputError(f"{config.path}: '{name}[{_shown(key)}]' must be an object")
         out[str(key)] = dict(entry)
     return out
 
@@ -204,7 +210,7 @@ def _str_field(entry: Mapping[str, Any], name: str, path: str, key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InputError(f"{path}: auths[{key}].{name} must be a string")
+        raise InputError(f"{path}: auths[{_shown(key)}].{name} must be a string")
     return value
 
 
@@ -215,11 +221,11 @@ def _decode_auth(encoded: str, path: str, key: str) -> tuple[str, str]:
         decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         raise InputError(
-            f"{path}: auths[{key}].auth is not valid base64 of 'user:password'"
+            f"{path}: auths[{_shown(key)}].auth is not valid base64 of 'user:password'"
         ) from None
     username, sep, password = decoded.partition(":")
     if not sep:
-        raise InputError(f"{path}: auths[{key}].auth does not hold 'user:password'") from None
+        raise InputError(f"{path}: auths[{_shown(key)}].auth does not hold 'user:password'") from None
     return username, password
 
 
