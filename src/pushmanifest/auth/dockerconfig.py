@@ -225,7 +225,9 @@ def _decode_auth(encoded: str, path: str, key: str) -> tuple[str, str]:
         ) from None
     username, sep, password = decoded.partition(":")
     if not sep:
-        raise InputError(f"{path}: auths[{_shown(key)}].auth does not hold 'user:password'") from None
+        raise InputError(
+            f"{path}: auths[{_shown(key)}].auth does not hold 'user:password'"
+        ) from None
     return username, password
 
 
