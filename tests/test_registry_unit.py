@@ -100,13 +100,14 @@ def test_oversized_manifest_is_refused() -> None:
 def test_denied_push_names_user_operation_and_image() -> None:
     body = {"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]}
     respx.put(f"{BASE}/alice/app/manifests/latest").respond(403, json=body)
+    # A registry without auth on /v2/ (the token dance is tested in test_auth_token).
+    ping = respx.get(f"{BASE}/").respond(200)
 
     async def go() -> object:
         c = RegistryClient(
             HOST, credentials=Credentials(username="bob", password="hunter2"), options=None
         )
         async with c:
-            c._pinged = True  # the token dance is tested in test_auth_token
             return await c.put_manifest("alice/app", "latest", b"{}", DOCKER_MANIFEST_LIST)
 
     with pytest.raises(AuthenticationError) as excinfo:
@@ -117,6 +118,7 @@ def test_denied_push_names_user_operation_and_image() -> None:
         "(requested access to the resource is denied)"
     )
     assert "hunter2" not in message
+    assert ping.call_count == 1
 
 
 @respx.mock
