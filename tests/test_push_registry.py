@@ -19,7 +19,7 @@ import pytest
 import pushmanifest
 import support.cli as support_cli
 from pushmanifest import ClientOptions, Credentials, ManifestListSpec, PushOptions
-from support.images import RegistryHTTPError, read_manifest, seed_image
+from support.images import RegistryHTTPError, read_manifest, seed_platforms
 from support.proxy import HttpProxy, WaveGate
 
 pytestmark = pytest.mark.registry
@@ -46,20 +46,7 @@ def seed_set(
     oci: bool = False,
     platforms: list[tuple[str, str, str]] = SEED_PLATFORMS,
 ) -> dict[str, Any]:
-    password = server.users[user] if user else None
-    return {
-        tag: seed_image(
-            server,
-            repository,
-            tag,
-            architecture=arch,
-            variant=variant,
-            oci=oci,
-            username=user,
-            password=password,
-        )
-        for tag, arch, variant in platforms
-    }
+    return seed_platforms(server, repository, platforms, user=user, oci=oci)
 
 
 def spec_text(

@@ -22,7 +22,7 @@ import pytest
 import pushmanifest
 from pushmanifest import ClientOptions, PushOptions
 from support.cli import run_cli
-from support.images import MANIFEST_ACCEPT, read_manifest, seed_image
+from support.images import MANIFEST_ACCEPT, read_manifest, seed_image, seed_platforms
 from support.quirks import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -47,20 +47,7 @@ PLATFORMS = [("amd64", "amd64", ""), ("arm64", "arm64", "")]
 
 
 def seed(server: Any, repository: str, user: Optional[str] = None, oci: bool = False) -> dict:
-    password = server.users[user] if user else None
-    return {
-        tag: seed_image(
-            server,
-            repository,
-            tag,
-            architecture=arch,
-            variant=variant,
-            oci=oci,
-            username=user,
-            password=password,
-        )
-        for tag, arch, variant in PLATFORMS
-    }
+    return seed_platforms(server, repository, PLATFORMS, user=user, oci=oci)
 
 
 def spec_file(

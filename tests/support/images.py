@@ -48,6 +48,7 @@ __all__ = [
     "parse_challenges",
     "read_manifest",
     "seed_image",
+    "seed_platforms",
 ]
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -448,6 +449,32 @@ def seed_image(
         layer_digest=layer_digest,
         blobs=blobs,
     )
+
+
+def seed_platforms(
+    server: Any,
+    repository: str,
+    platforms: Iterable[tuple[str, str, str]],
+    *,
+    user: Optional[str] = None,
+    oci: bool = False,
+) -> dict[str, SeededImage]:
+    """Seed one image per ``(tag, architecture, variant)``, as ``user`` (one of ``server.users``)
+    where given; returns them by tag."""
+    password = server.users[user] if user else None
+    return {
+        tag: seed_image(
+            server,
+            repository,
+            tag,
+            architecture=architecture,
+            variant=variant,
+            oci=oci,
+            username=user,
+            password=password,
+        )
+        for tag, architecture, variant in platforms
+    }
 
 
 def make_spec_images(
