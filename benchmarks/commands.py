@@ -79,24 +79,14 @@ def run_checked(
 def run_watched(
     args: Sequence[str], env: dict[str, str], stdin: str, on_start: Callable[[Optional[int]], None]
 ) -> subprocess.CompletedProcess[str]:
-    with subprocess.Popen(
-        list(args),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as process:
-        try:
-            on_start(process.pid)
-            stdout, stderr = process.communicate(stdin, timeout=SUBPROCESS_TIMEOUT)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            on_start(None)
-    return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
+    from support import cli as support_cli  # tests/ is on sys.path once run.py has set it
+
+    try:
+        return support_cli.run_watched(
+            args, stdin, env=env, timeout=SUBPROCESS_TIMEOUT, on_start=on_start
+        )
+    finally:
+        on_start(None)
 
 
 def timed(args: Sequence[str], env: dict[str, str]) -> float:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-__all__ = ["cli_env", "run_cli"]
+__all__ = ["cli_env", "run_cli", "run_watched"]
 
 
 def cli_env(
@@ -68,13 +68,30 @@ def run_cli(
             cwd=cwd,
             timeout=timeout,
         )
+    return run_watched(
+        command, data, env=full_env, cwd=cwd, timeout=timeout, text=not binary, on_start=on_start
+    )
+
+
+def run_watched(
+    command: Sequence[str],
+    data: Union[str, bytes],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    on_start: Callable[[int], None],
+    cwd: Optional[Path] = None,
+    text: bool = True,
+) -> subprocess.CompletedProcess[Any]:
+    """Run ``command`` with ``data`` as its input, telling ``on_start`` its pid once it has
+    started (a :class:`~support.proxy.WaveGate` watches it); killed if anything goes wrong."""
     with subprocess.Popen(
-        command,
+        list(command),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=not binary,
-        env=full_env,
+        text=text,
+        env=dict(env),
         cwd=cwd,
     ) as process:
         try:
@@ -84,4 +101,4 @@ def run_cli(
             process.kill()
             process.wait()
             raise
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr)
