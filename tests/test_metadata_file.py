@@ -14,6 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,25 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def test_a_symlink_is_followed_and_a_fifo_written_in_place(tmp_path: Path) -> None:
+    document = run_metadata([], dry_run=False)
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with MetadataFile(str(link)) as file:
+        file.write(document)
+    assert link.is_symlink() and json.loads(real.read_text()) == document
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    file = MetadataFile(str(fifo))  # does not open it yet: no reader needed to start a run
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    file.write(document)
+    reader.join(timeout=60)
+    assert json.loads(received[0]) == document
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "real.json"]

@@ -214,8 +214,9 @@ class MetadataFile:
     to it (so a missing directory, a read-only one, or a directory at ``path`` is an
     :class:`InputError` before anything else happens), then filled, synced and renamed over
     ``path`` by :meth:`write`. An existing file keeps its permission bits; a new one gets the
-    usual ones (0666 less the umask). Something at ``path`` that is not a regular file (a FIFO,
-    ``/dev/stdout``) cannot be replaced: it is written in place, in one write.
+    usual ones (0666 less the umask); a symbolic link is followed (the file it names is replaced,
+    the link stays). Something at ``path`` that is not a regular file (a FIFO, ``/dev/stdout``)
+    cannot be replaced: it is written in place, in one write.
     """
 
     def __init__(self, path: str) -> None:
@@ -223,6 +224,7 @@ class MetadataFile:
         self._fd: Optional[int] = None
         self._temporary: Optional[str] = None
         self._mode: Optional[int] = None
+        self._destination = path
         self._written = False
         if path == "-":
             return
@@ -240,9 +242,11 @@ class MetadataFile:
             if not os.access(path, os.W_OK):
                 raise InputError(f"cannot write the metadata file {path}: permission denied")
             return  # written in place
+        #: Where the rename goes: through a symbolic link to the file it names (the link stays).
+        self._destination = os.path.realpath(path)
         if info is not None:
             self._mode = stat.S_IMODE(info.st_mode)
-        directory, base = os.path.split(os.path.abspath(path))
+        directory, base = os.path.split(self._destination)
         temporary = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -284,9 +288,9 @@ class MetadataFile:
             os.close(self._fd)
             self._fd = None
             assert self._temporary is not None
-            os.replace(self._temporary, self.path)
+            os.replace(self._temporary, self._destination)
             self._temporary = None
-            _sync_directory(os.path.dirname(os.path.abspath(self.path)))
+            _sync_directory(os.path.dirname(self._destination))
         except OSError as exc:
             self.discard()
             raise PushManifestError(
