@@ -384,3 +384,24 @@ def test_a_symlink_is_followed_and_a_fifo_written_in_place(tmp_path: Path) -> No
     reader.join(timeout=60)
     assert json.loads(received[0]) == document
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "real.json"]
+
+
+def test_append_file_holds_the_merged_list(open_registry: Any, tmp_path: Path) -> None:
+    host = open_registry.host
+    seeded = seed_platforms(open_registry, "meta/app-src", PLATFORMS)
+    common = ["--template", f"{host}/meta/app-src:DOCKERARCH", "--target", f"{host}/meta/app:1"]
+    first = run_cli("from-args", "--platforms", "linux/amd64", *common)
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "metadata.json"
+    result = run_cli(
+        "from-args", "--platforms", "linux/arm64/v8", "--append", *common,
+        "--metadata-file", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [listed] = json.loads(out.read_text())["lists"]
+    check_against_registry(open_registry, host, listed)
+    amd64, arm64 = listed["manifests"]
+    assert (amd64["digest"], arm64["digest"]) == (seeded["amd64"].digest, seeded["arm64v8"].digest)
+    # Kept from the list the tag held: that list's tag, pinned; added: its own source.
+    assert amd64["source"] == f"{host}/meta/app:1@{amd64['digest']}"
+    assert arm64["source"] == f"{host}/meta/app-src:arm64v8"
