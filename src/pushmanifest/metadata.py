@@ -248,7 +248,8 @@ class MetadataFile:
             self._mode = stat.S_IMODE(info.st_mode)
         directory, base = os.path.split(self._destination)
         temporary = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)  # POSIX | Windows
         try:
             # 0o666: the kernel applies the umask, as for any file a program creates.
             self._fd = os.open(temporary, flags, 0o666)
@@ -282,7 +283,7 @@ class MetadataFile:
                     stream.write(data)
                 return
             _write_all(self._fd, data)
-            if self._mode is not None:
+            if self._mode is not None and hasattr(os, "fchmod"):  # Windows has no modes
                 os.fchmod(self._fd, self._mode)
             os.fsync(self._fd)
             os.close(self._fd)
