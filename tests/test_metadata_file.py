@@ -77,6 +77,27 @@ def check_against_registry(server: Any, registry_host: str, listed: dict[str, An
     assert listed["image.name"] == ",".join(listed["tags"])
 
 
+#: Version 1's keys: only ever added to (a test fails on any other change), and each in README.
+DOCUMENT_KEYS = {"version", "dryRun", "complete", "error", "lists", "notWritten"}
+LIST_KEYS = {"name", "digest", "size", "mediaType", "image", "tags", "written", "annotations"}
+LIST_KEYS |= {"manifests", *BUILDX_KEYS}
+ENTRY_KEYS = {"digest", "size", "mediaType", "platform", "annotations", "source", "image"}
+
+
+def check_keys_are_version_1s(document: dict[str, Any]) -> None:
+    one_list = len(document["lists"]) == 1
+    assert set(document) == DOCUMENT_KEYS | (set(BUILDX_KEYS) if one_list else set())
+    for listed in document["lists"]:
+        assert set(listed) == LIST_KEYS
+        for entry in listed["manifests"]:
+            assert set(entry) == ENTRY_KEYS
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Metadata file") :]
+    section = section[: section.index("\n## ")]
+    for key in DOCUMENT_KEYS | LIST_KEYS | ENTRY_KEYS:
+        assert f"`{key}`" in section or f".{key}`" in section, f"README: {key} undocumented"
+
+
 def test_from_spec_file_holds_what_the_registry_holds(open_registry: Any, tmp_path: Path) -> None:
     host = open_registry.host
     seeded = seed_platforms(open_registry, "meta/src", PLATFORMS)
@@ -102,6 +123,7 @@ def test_from_spec_file_holds_what_the_registry_holds(open_registry: Any, tmp_pa
     assert [e["digest"] for e in listed["manifests"]] == [
         seeded[tag].digest for tag, _, _ in PLATFORMS
     ]
+    check_keys_are_version_1s(document)
     # One list: buildx's keys at the top level too, as `docker buildx build` writes them.
     assert {key: document[key] for key in BUILDX_KEYS} == {key: listed[key] for key in BUILDX_KEYS}
     # The Digest: line is still printed, and agrees.
@@ -160,6 +182,7 @@ def test_bulk_several_specs_all_lists_in_one_file(open_registry: Any, tmp_path: 
     for listed in document["lists"]:
         check_against_registry(open_registry, host, listed)
     assert not set(BUILDX_KEYS) & set(document)  # several lists: only in each list's object
+    check_keys_are_version_1s(document)
     assert document["complete"] is True
 
 
