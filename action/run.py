@@ -276,6 +276,11 @@ def main(env: Mapping[str, str]) -> int:
     completed = subprocess.run(
         planned.argv, input=planned.stdin, stdout=subprocess.PIPE, text=True, check=False
     )
+    metadata: Optional[str] = None  # the output "metadata", as docker/build-push-action's
+    if os.path.isfile(planned.metadata_path):  # also after a failure: never left behind
+        with open(planned.metadata_path, encoding="utf-8") as file:
+            metadata = file.read().rstrip("\n")
+        os.unlink(planned.metadata_path)
     results: list[dict[str, Any]] = []
     for line in completed.stdout.splitlines():
         try:
@@ -290,10 +295,8 @@ def main(env: Mapping[str, str]) -> int:
         print("::error title=pushmanifest::pushmanifest printed no result", flush=True)
         return 1
     outputs = {"digest": results[0]["digest"], "json": json.dumps(results)}
-    if os.path.isfile(planned.metadata_path):  # docker/build-push-action's output of that name
-        with open(planned.metadata_path, encoding="utf-8") as file:
-            outputs["metadata"] = file.read().rstrip("\n")
-        os.unlink(planned.metadata_path)
+    if metadata is not None:
+        outputs["metadata"] = metadata
     output_file = env.get("GITHUB_OUTPUT")
     if output_file:
         write_outputs(output_file, outputs)

@@ -519,6 +519,7 @@ def test_a_missing_source_fails_and_sets_no_output(
     )
     assert result.returncode in (1, 2)
     assert result.outputs == {}
+    assert not list(runner.temp.glob("pushmanifest-*-metadata.json*"))  # removed all the same
     assert "sha256:" + "1" * 64 in result.stderr
     assert "7.0" not in list_tags(open_registry, repo)
 
