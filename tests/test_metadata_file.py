@@ -428,3 +428,30 @@ def test_append_file_holds_the_merged_list(open_registry: Any, tmp_path: Path) -
     # Kept from the list the tag held: that list's tag, pinned; added: its own source.
     assert amd64["source"] == f"{host}/meta/app:1@{amd64['digest']}"
     assert arm64["source"] == f"{host}/meta/app-src:arm64v8"
+
+
+def test_token_auth_no_secret_in_the_file(token_registry: Any, tmp_path: Path) -> None:
+    host, password = token_registry.host, token_registry.users["alice"]
+    seeded = seed_platforms(token_registry, "alice/meta-src", PLATFORMS, user="alice")
+    spec = tmp_path / "app.yaml"
+    spec.write_text(spec_yaml(host, "alice/meta:1", "alice/meta-src"))
+    out = tmp_path / "metadata.json"
+    login = ["--username", "alice", "--password-stdin", "--metadata-file", str(out)]
+    result = run_cli("from-spec", *login, str(spec), stdin=password + "\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert password not in out.read_text()
+    [listed] = json.loads(out.read_text())["lists"]
+    assert [e["digest"] for e in listed["manifests"]] == [
+        seeded[tag].digest for tag, _, _ in PLATFORMS
+    ]
+    head = head_manifest(token_registry, "alice/meta", "1", username="alice", password=password)
+    assert head == (listed["mediaType"], listed["digest"], listed["size"])
+
+    # A refused password: the document says why (one line), and holds no secret either.
+    wrong = "not-" + password
+    refused = run_cli("from-spec", *login, str(spec), stdin=wrong + "\n", cwd=tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    document = json.loads(out.read_text())
+    assert (document["complete"], document["lists"]) == (False, [])
+    assert document["error"] and "\n" not in document["error"]
+    assert wrong not in out.read_text() and password not in out.read_text()
