@@ -17,7 +17,8 @@ USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
                     [--append] [--check-platform] [--strict-platform]
                     [--force] [--wait SECONDS]
-                    [--annotations KEY=VALUE,...] [--dry-run] [--json] SPEC [SPEC ...]
+                    [--annotations KEY=VALUE,...] [--dry-run] [--json]
+                    [--metadata-file FILE] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
                     [the options of from-spec but SPEC]
@@ -57,6 +58,7 @@ _VALUE_OPTIONS = {
     "--tags",
     "--annotations",
     "--wait",
+    "--metadata-file",
 }
 
 
@@ -230,6 +232,13 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per list instead of Digest:"
+    )
+    parser.add_argument(
+        "--metadata-file",
+        metavar="FILE",
+        help="write the run's result to FILE as one JSON document (digests, tags, entries; "
+        "docker buildx's keys too), atomically, also when the run fails; '-': stdout instead of "
+        "the Digest: lines",
     )
 
 

@@ -14,6 +14,7 @@ from ..reference import Reference
 from ..registry import ClientOptions
 
 if TYPE_CHECKING:
+    from ..metadata import ListMetadata
     from ..spec import ManifestListSpec
 
 ListType = Literal["auto", "docker", "oci"]
@@ -81,6 +82,13 @@ class PushResult:
                 for entry in self.entries
             ],
         }
+
+    def metadata(self) -> ListMetadata:
+        """The list's object of the ``--metadata-file`` document (see :mod:`pushmanifest.metadata`):
+        digest, size, media type, full tag references, NAME@DIGEST, entries and their sources."""
+        from ..metadata import list_metadata
+
+        return list_metadata(self)
 
 
 @dataclass(frozen=True)
