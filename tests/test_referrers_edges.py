@@ -81,10 +81,8 @@ def test_a_next_page_on_another_host_is_refused() -> None:
     with HostileServer(referrers_route(lambda r: Reply(200, {}, b""))) as elsewhere:
         link = f'<http://{elsewhere.host}/v2/x/app/referrers/{DIGEST}?page=2>; rel="next"'
         reply = Reply(200, {"content-type": OCI_INDEX, "link": link}, index(fake(1)))
-        with (
-            HostileServer(referrers_route(lambda r: reply)) as server,
-            pytest.raises(RegistryError, match="next page is on another server"),
-        ):
+        refused = pytest.raises(RegistryError, match="next page is on another server")
+        with HostileServer(referrers_route(lambda r: reply)) as server, refused:
             get_referrers(server.host)
         assert elsewhere.requests == []  # our credentials never went there
 
@@ -100,10 +98,8 @@ def test_endless_pages_are_bounded() -> None:
 
 def test_an_index_without_manifests_is_an_error() -> None:
     reply = Reply(200, {"content-type": OCI_INDEX}, b'{"schemaVersion": 2}')
-    with (
-        HostileServer(referrers_route(lambda r: reply)) as server,
-        pytest.raises(RegistryError, match="without 'manifests'"),
-    ):
+    refused = pytest.raises(RegistryError, match="without 'manifests'")
+    with HostileServer(referrers_route(lambda r: reply)) as server, refused:
         get_referrers(server.host)
 
 
