@@ -41,6 +41,7 @@ from support.registry import in_ci
 pytestmark = pytest.mark.registry
 
 FAST = ClientOptions(plain_http=True, backoff=0.01)
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ARTIFACT = "application/vnd.example.sbom.v1+json"
 
 
@@ -337,6 +338,36 @@ def test_a_second_push_writes_no_referrer_again(open_registry: Any) -> None:
         assert len(result.referrers) == 2
         assert proxy.count("PUT") == 0  # manifests, tags, the list: all there already
         assert proxy.count("POST") == 0
+
+
+def test_a_list_source_brings_each_entrys_referrers(open_registry: Any, skopeo: str) -> None:
+    amd = seed_signed(open_registry, "supply/list-src", "amd64")
+    arm = seed_signed(open_registry, "supply/list-src", "arm64", architecture="arm64")
+    entries = [
+        {
+            "mediaType": s.image.media_type,
+            "digest": s.image.digest,
+            "size": s.image.size,
+            "platform": s.image.platform,
+        }
+        for s in (amd, arm)
+    ]
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    with SeedClient(open_registry) as client:
+        listed = client.put_manifest("supply/list-src", "multi", index, OCI_INDEX)
+        attach_cosign(client, "supply/list-src", listed, ".sig")  # the index's own: stays
+    pushmanifest.push(
+        ManifestListSpec(
+            image=f"{open_registry.host}/supply/list-dst:1",
+            manifests=[{"image": f"{open_registry.host}/supply/list-src:multi"}],
+        ),
+        client=FAST,
+    )
+    for signed in (amd, arm):
+        assert_copied(skopeo, open_registry.host, "supply/list-dst", signed)
+    tags = skopeo_tags(skopeo, open_registry.host, "supply/list-dst")
+    assert f"{referrers_tag(listed)}.sig" not in tags
+    assert len(tags) == 1 + 2 * 2  # the list; per entry its .sig and its referrers tag
 
 
 # -- the referrers API ------------------------------------------------------------------------
