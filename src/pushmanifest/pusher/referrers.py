@@ -22,8 +22,10 @@ Writes, alongside the entries' copies (the distribution spec: "A registry MUST i
 an otherwise valid manifest with a subject field that references a manifest that does not exist
 in the repository", so a referrer need not wait for its subject): each referrer's blobs mounted
 or streamed and its manifest put by digest (:mod:`.copying`), then cosign's tags and, where the
-target lacks the API, its referrers tag merged (the index names the referrers: after them). One level only: referrers of referrers (a signature of an SBOM)
-are not followed. A referrer that is itself an index is skipped with a warning.
+target lacks the API, its referrers tag merged (the index names the referrers: after them).
+
+One level only: referrers of referrers (a signature of an SBOM) are not followed. A referrer
+that is itself an index is skipped with a warning.
 """
 
 from __future__ import annotations

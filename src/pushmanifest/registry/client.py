@@ -21,8 +21,10 @@ ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
 #: The referrers API's answer may come in pages (Link: <...>; rel="next"): at most this many are
 #: read, each within MAX_MANIFEST_BYTES.
 MAX_REFERRERS_PAGES = 8
-#: Statuses meaning "this registry has no referrers API" (the spec says 404; some say 405/501).
-NO_REFERRERS_API = (404, 405, 501)
+#: Statuses meaning "this registry has no referrers API": the spec says 404; others answer an
+#: unknown path with 400, 405, 406 or 501, or, behind some proxies, 401/403 to a path they do
+#: not know while the repository itself is readable (its HEADs worked with the same token).
+NO_REFERRERS_API = (400, 401, 403, 404, 405, 406, 501)
 
 
 class RegistryClient(BlobTransfers):
@@ -177,6 +179,9 @@ class RegistryClient(BlobTransfers):
         for page in range(MAX_REFERRERS_PAGES):
             if response.status_code in NO_REFERRERS_API:
                 if page == 0:
+                    log.debug(
+                        "%s: the referrers API answered %d: none", image, response.status_code
+                    )
                     return None
                 self._raise_for_status(response, operation, image, body)
             if _media_type(response.headers) != OCI_INDEX:
