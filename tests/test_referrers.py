@@ -316,6 +316,29 @@ def test_the_targets_referrers_tag_keeps_its_entries(open_registry: Any, skopeo:
     assert held == other_sig.manifest
 
 
+def test_a_referrer_the_referrers_tag_lists_but_is_gone_is_skipped(
+    open_registry: Any, caplog: Any
+) -> None:
+    caplog.set_level("WARNING", logger="pushmanifest")
+    signed = seed_signed(open_registry, "supply/stale-src", "amd64")
+    with SeedClient(open_registry) as client:
+        gone = attach_oci_artifact(client, "supply/stale-src", signed.subject, "application/x-gone")
+        client.delete_manifest("supply/stale-src", gone.digest)  # still listed by the tag
+        assert len(read_referrers_tag(client, "supply/stale-src", signed.image.digest) or []) == 2
+    [result] = pushmanifest.push(
+        spec(
+            f"{open_registry.host}/supply/stale-dst:1",
+            [(f"{open_registry.host}/supply/stale-src:amd64", "amd64")],
+        ),
+        client=FAST,
+    )
+    assert {r.digest for r in result.referrers} == {signed.sbom.digest, signed.signature.digest}
+    assert f"{gone.digest}: listed as a referrer" in caplog.text
+    with SeedClient(open_registry) as client:
+        index = read_referrers_tag(client, "supply/stale-dst", signed.image.digest)
+    assert [e["digest"] for e in index or []] == [signed.sbom.digest]
+
+
 def test_a_second_push_writes_no_referrer_again(open_registry: Any) -> None:
     seed_signed(open_registry, "supply/again-src", "amd64")
     wanted = spec(
@@ -452,12 +475,12 @@ def four_signed(open_registry: Any) -> list[Signed]:
 _runs = iter(range(1000))
 
 
-def push_counted(server: Any, tmp_path: Path, *args: str) -> Counted:
+def push_counted(server: Any, tmp_path: Path, *args: str, sources: int = 4) -> Counted:
     gate = WaveGate()
     with HttpProxy(upstream=server.host, gate=gate) as proxy:
         target = f"{proxy.host}/supply/count-dst{next(_runs)}:1"
         lines = [f"image: {target}", "manifests:"]
-        for arch, variant in SOURCES:
+        for arch, variant in SOURCES[:sources]:
             lines += [
                 f"  - image: {proxy.host}/supply/count-src:{arch}",
                 "    platform:",
@@ -531,3 +554,8 @@ def test_request_counts_4_sources_2_referrers_each(
     # Depth: the 3 waves of reads, whatever the number of sources or referrers; the writes go
     # alongside the entries' copies (the tags when the referrers' manifests are in).
     assert counted.depth == without.depth + 3, counted
+    # The same depth for one source as for four.
+    one = push_counted(open_registry, tmp_path, *wide, sources=1)
+    assert one.depth == counted.depth, one
+    # Per run: the target tag's HEAD, the list's PUT, the target's API; the rest per source.
+    assert one.requests - 3 == (counted.requests - 3) // 4, one
