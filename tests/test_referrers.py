@@ -292,13 +292,16 @@ def test_dry_run_lists_what_would_be_copied(open_registry: Any, tmp_path: Path) 
         assert client.head_manifest("supply/dry-dst", signed.sbom.digest) is None
 
 
-def test_the_targets_referrers_tag_keeps_its_entries(open_registry: Any, skopeo: str) -> None:
+def test_the_targets_referrers_tag_keeps_its_entries(
+    open_registry: Any, skopeo: str, caplog: Any
+) -> None:
+    caplog.set_level("WARNING", logger="pushmanifest")
     signed = seed_signed(open_registry, "supply/merge-src", "amd64")
     # The target already lists a referrer of that image of its own (and a .sig of its own).
     with SeedClient(open_registry) as client:
         own = attach_oci_artifact(client, "supply/merge-dst", signed.subject, "application/x-own")
         other_sig = attach_cosign(client, "supply/merge-dst", signed.image.digest, ".sig")
-    pushmanifest.push(
+    [result] = pushmanifest.push(
         spec(
             f"{open_registry.host}/supply/merge-dst:1",
             [(f"{open_registry.host}/supply/merge-src:amd64", "amd64")],
@@ -311,9 +314,14 @@ def test_the_targets_referrers_tag_keeps_its_entries(open_registry: Any, skopeo:
         )
     )
     assert [e["digest"] for e in index["manifests"]] == [own.digest, signed.sbom.digest]
-    # cosign keeps all of an image's signatures in one manifest: the target's is not replaced.
+    # cosign keeps all of an image's signatures in one manifest: the target's is not replaced,
+    # and the source's is not copied (nor listed as copied), with a warning.
     held = skopeo_raw(skopeo, open_registry.host, "supply/merge-dst", other_sig.tag)
     assert held == other_sig.manifest
+    assert [r.digest for r in result.referrers] == [signed.sbom.digest]
+    assert f"{other_sig.tag} already holds other content" in caplog.text
+    with SeedClient(open_registry) as client:
+        assert client.head_manifest("supply/merge-dst", signed.signature.digest) is None
 
 
 def test_a_referrer_the_referrers_tag_lists_but_is_gone_is_skipped(

@@ -223,7 +223,24 @@ async def _discover_subject(run: _Run, once: _Once, subject: _Subject) -> None:
         ),
         _target_state(run, once, subject, heads),
     )
-    subject.referrers = list(referrers)
+    subject.referrers = [r for r in referrers if not _held_otherwise(subject, r)]
+
+
+def _held_otherwise(subject: _Subject, referrer: Referrer) -> bool:
+    """A cosign tag the target holds with other content: left as it is."""
+    held = subject.target_tags.get(referrer.tag) if referrer.tag else None
+    if held is None or held == referrer.digest:
+        return False
+    # cosign keeps every signature of an image in the one manifest at this tag: replacing it
+    # would drop the target's own.
+    log.warning(
+        "%s:%s already holds other content (%s): not replaced by %s's",
+        subject.target.familiar_name(),
+        referrer.tag,
+        held,
+        subject.source.familiar(),
+    )
+    return True
 
 
 async def _source_heads(run: _Run, source: Reference, digest: str) -> _Heads:
@@ -406,19 +423,7 @@ async def _write_subject(run: _Run, subject: _Subject) -> None:
     for r in subject.referrers:
         if not r.tag:
             continue
-        held = subject.target_tags.get(r.tag)
-        if held == r.digest:
-            continue
-        if held is not None:
-            # cosign keeps every signature of an image in the one manifest at this tag:
-            # replacing it would drop the target's own.
-            log.warning(
-                "%s:%s already holds other signatures (%s): not replaced by %s's",
-                target.familiar_name(),
-                r.tag,
-                held,
-                r.source.familiar(),
-            )
+        if subject.target_tags.get(r.tag) == r.digest:
             continue
         data = await run.fetch_manifest(r.source, r.digest)
         writes.append(put_when_settled(client, target.repository, r.tag, data, r.media_type))
