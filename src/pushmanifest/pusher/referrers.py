@@ -13,10 +13,10 @@ depth does not grow with the number of sources or referrers):
 
 1. per copied entry: the referrers API's GET, the referrers tag's HEAD and cosign's tags' HEADs;
 2. the referrers tag's index (GET, where the source lacks the API), the manifests the API listed
-   and cosign's (GET by digest); in the target: whether it has the API (one GET per target
-   repository), and cosign's tags there (HEAD);
-3. the manifests the referrers tag listed (GET by digest); the target's referrers tag (GET, where
-   it lacks the API: entries it holds are kept).
+   and cosign's (GET by digest); in the target, for images that have any: whether it has the
+   API (one GET per target repository), its referrers tag and cosign's tags there (HEADs);
+3. the manifests the referrers tag listed (GET by digest); the target's referrers tag's index
+   (GET, where it lacks the API and has the tag: the entries it holds are kept).
 
 Writes, alongside the entries' copies (the distribution spec: "A registry MUST initially accept
 an otherwise valid manifest with a subject field that references a manifest that does not exist
