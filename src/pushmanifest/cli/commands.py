@@ -196,6 +196,7 @@ def _push_options(args: argparse.Namespace) -> PushOptions:
         wait=args.wait,
         check_platform=args.check_platform,
         strict_platform=args.strict_platform,
+        referrers=args.referrers,
         deadline=args.deadline,
         credentials=_credentials(args),
         docker_config=args.docker_cfg,

@@ -16,7 +16,7 @@ COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
                     [--append] [--check-platform] [--strict-platform]
-                    [--force] [--wait SECONDS]
+                    [--force] [--wait SECONDS] [--no-referrers]
                     [--annotations KEY=VALUE,...] [--dry-run] [--json]
                     [--metadata-file FILE] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
@@ -224,6 +224,13 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE,...",
         help="annotations of the list (OCI index only: use with --type oci); repeatable or "
         "comma-separated; for from-spec, merged over the spec's own",
+    )
+    parser.add_argument(
+        "--no-referrers",
+        dest="referrers",
+        action="store_false",
+        help="do not copy the signatures, attestations and SBOMs (OCI referrers, cosign tags) "
+        "of images copied from another repository or registry",
     )
     parser.add_argument(
         "--dry-run",
