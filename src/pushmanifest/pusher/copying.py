@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING
 
 from ..manifest import Descriptor, json_object
 from ..quirks import put_when_settled
-from ..reference import Reference
+from ..reference import LayoutReference, Reference, SourceImage
 from ..registry import UploadRestart
+from . import layouts
 from .common import gather, log
 
 if TYPE_CHECKING:
@@ -29,13 +30,20 @@ PROGRESS_EVERY_SECONDS = 2.0
 
 async def copy_entries(run: _Run, target: Reference, entries: list[PushedEntry]) -> None:
     """Make every entry resolvable in the target repository before the list names it."""
+
+    def copy(image: SourceImage, child: Descriptor) -> Awaitable[bytes]:
+        if isinstance(image, LayoutReference):  # an OCI layout on disk: uploaded
+            return layouts.upload_manifest(run, image, target, child)
+        return _copy_manifest(run, image, target, child)
+
     await gather(
         run.copied.get(
             ("copy", target.registry, target.repository, e.descriptor.digest),
-            lambda e=e: _copy_manifest(run, e.image, target, e.descriptor),  # type: ignore[misc]
+            lambda e=e: copy(e.image, e.descriptor),  # type: ignore[misc]
         )
         for e in entries
-        if (e.image.registry, e.image.repository) != (target.registry, target.repository)
+        if isinstance(e.image, LayoutReference)
+        or (e.image.registry, e.image.repository) != (target.registry, target.repository)
     )
 
 
