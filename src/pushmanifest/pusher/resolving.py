@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 from ..errors import InputError, MissingSourcesError, RegistryError
 from ..manifest import Descriptor, descriptor_from_json, json_object
 from ..platform import Platform
-from ..reference import Reference, SourceImage
+from ..reference import LayoutReference, Reference, SourceImage
 from .common import (
     IMAGE_MEDIA_TYPES,
     LIST_MEDIA_TYPES,
@@ -210,6 +210,12 @@ async def _resolve_list(run: _Run, source: Source) -> list[Descriptor]:
         descriptor = descriptor_from_json(child, f"{image.familiar()} entry {index}")
         if is_attestation(descriptor):
             attestations.append(descriptor)
+        elif (descriptor.platform is None or not descriptor.platform.architecture) and (
+            isinstance(image, LayoutReference)
+        ):
+            # An OCI layout's index without platforms (some tools write none): the configs say.
+            platform = await _config_platform(run, image, descriptor.digest)
+            images.append(with_platform(descriptor, platform))
         elif descriptor.platform is None or not descriptor.platform.architecture:
             raise RegistryError(
                 f"{image.familiar()}: its entry {index} ({descriptor.digest}) has no "

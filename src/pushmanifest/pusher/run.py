@@ -173,9 +173,14 @@ class _Run:
         ]
         targets = [] if dry_run and not self.options.append else all_targets(specs)
         wanted = unique([*heads, *targets])
-        answers, in_layouts = await asyncio.gather(
-            gather(self.head(ref) for ref in wanted), layouts.read_layouts(self, specs)
-        )
+        reading = asyncio.ensure_future(layouts.read_layouts(self, specs))
+        try:
+            answers = await gather(self.head(ref) for ref in wanted)
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        in_layouts = await reading
         found = dict(zip(wanted, answers))
         await resolving.confirm_missing(self, heads, found)
         if self.options.wait:
