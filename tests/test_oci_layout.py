@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -205,7 +204,7 @@ def test_index_layout_is_a_list_source_on_a_token_registry(
         "unknown/unknown",
     ]
     for digest in digests:  # every entry, attestations too, resolves in the target
-        body, _, got = read_manifest(
+        _, _, got = read_manifest(
             token_registry,
             "alice/from-layout",
             digest,
@@ -263,7 +262,9 @@ def test_layout_selection_errors_name_the_path(
     target = f"{open_registry.host}/layout/never:1"
     cases = {
         f"oci:{layout}": "the layout holds 2 manifests: name one",
-        f"oci:{layout}:riscv64": "no manifest in index.json is named 'riscv64' (names: amd64, arm64)",
+        f"oci:{layout}:riscv64": (
+            "no manifest in index.json is named 'riscv64' (names: amd64, arm64)"
+        ),
         f"oci:{tmp_path}/absent": "does not exist",
     }
     for source, expected in cases.items():
