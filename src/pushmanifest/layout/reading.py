@@ -19,7 +19,7 @@ import re
 import stat
 from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from ..errors import InputError
 from ..manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor
@@ -304,7 +304,8 @@ def _verified_pieces(
     """The blob's bytes in pieces; at its end, its size and digest are checked (LayoutError),
     before the last piece is given out."""
     path = _blob_path(root, ref, digest)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    # O_NONBLOCK: opening a FIFO put in as a blob must not wait for a writer.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -312,9 +313,19 @@ def _verified_pieces(
         raise LayoutError(f"{ref}: blob {digest} is missing ({missing})") from None
     except OSError as exc:
         raise LayoutError(f"{ref}: cannot read blob {digest}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb", buffering=0) as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise LayoutError(f"{ref}: blob {digest} is not a regular file")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LayoutError(f"{ref}: blob {digest} is not a regular file")
+    try:
+        yield from _checked_pieces(os.fdopen(fd, "rb", buffering=0), ref, digest, size)
+    except OSError as exc:
+        raise LayoutError(f"{ref}: cannot read blob {digest}: {exc.strerror or exc}") from None
+
+
+def _checked_pieces(
+    file: BinaryIO, ref: LayoutReference, digest: str, size: int
+) -> Generator[bytes, None, None]:
+    with file:
         hasher = hashlib.new(digest.partition(":")[0])
         done = 0
         held: Optional[bytes] = None
