@@ -304,3 +304,86 @@ def test_a_fifo_or_device_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(path)
     with pytest.raises(LayoutError, match="is not a regular file"):
         read(root)
+
+
+# -- uploads in chunks, against a real registry --------------------------------------------------
+
+
+async def upload(host: str, layout: OciLayout, digest: str, repository: str) -> None:
+    from pushmanifest import ClientOptions, RegistryClient
+
+    async with RegistryClient(host, options=ClientOptions(plain_http=True)) as client:
+        location = await client.start_upload(repository)
+        await client.upload_blob_in_chunks(
+            location,
+            digest,
+            layout.blobs[digest],
+            blob_pieces(layout, digest),
+            client.image(repository, digest),
+        )
+
+
+@pytest.mark.registry
+def test_a_blob_goes_in_ranged_patches(
+    open_registry: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import pushmanifest.layout.reading as reading
+    import pushmanifest.registry.uploads as uploads
+    from support.images import SeedClient
+    from support.proxy import HttpProxy
+
+    monkeypatch.setattr(reading, "READ_PIECE_BYTES", 64)
+    monkeypatch.setattr(uploads, "UPLOAD_CHUNK_BYTES", 300)
+    monkeypatch.setattr(uploads, "UPLOAD_TAIL_BYTES", 100)
+    root = tmp_path / "l"
+    root.mkdir()
+    make_layout(root, [image(root)])
+    layout = read(root)
+    layer = max(layout.blobs, key=lambda d: layout.blobs[d])
+    size = layout.blobs[layer]
+    assert size == 1100  # 1000 bytes in PATCHes of at most 300 (4), then the last 100
+    with HttpProxy(upstream=open_registry.host) as proxy:
+        asyncio.run(upload(proxy.host, layout, layer, "layout/ranged"))
+        assert proxy.count("PATCH") == 5
+        assert proxy.count("PUT") == 1
+    with SeedClient(open_registry) as client:
+        response = client.request(
+            "GET", f"/v2/layout/ranged/blobs/{layer}", scope="repository:layout/ranged:pull"
+        )
+    assert response.content == (root / "blobs" / "sha256" / layer[7:]).read_bytes()
+
+
+@pytest.mark.registry
+def test_a_blob_changed_after_the_read_pass_is_never_committed(
+    open_registry: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    import pushmanifest.layout.reading as reading
+    import pushmanifest.registry.uploads as uploads
+    from support.images import SeedClient
+    from support.proxy import HttpProxy
+
+    monkeypatch.setattr(reading, "READ_PIECE_BYTES", 64)
+    monkeypatch.setattr(uploads, "UPLOAD_CHUNK_BYTES", 300)
+    monkeypatch.setattr(uploads, "UPLOAD_TAIL_BYTES", 100)
+    root = tmp_path / "l"
+    root.mkdir()
+    make_layout(root, [image(root)])
+    layout = read(root)
+    layer = max(layout.blobs, key=lambda d: layout.blobs[d])
+    path = root / "blobs" / "sha256" / layer[7:]
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    with HttpProxy(upstream=open_registry.host) as proxy:
+        with pytest.raises(LayoutError, match="does not match its digest"):
+            asyncio.run(upload(proxy.host, layout, layer, "layout/changed"))
+        # The streamed part went, the tail never did; no commit, and the session deleted.
+        assert proxy.count("PATCH") == 4
+        assert proxy.count("PUT") == 0
+        assert proxy.count("DELETE", "/blobs/uploads/") == 1
+    with SeedClient(open_registry) as client:
+        response = client.request(
+            "HEAD",
+            f"/v2/layout/changed/blobs/{layer}",
+            scope="repository:layout/changed:pull",
+            expect=(200, 404),
+        )
+    assert response.status_code == 404
