@@ -35,6 +35,7 @@ _EXPORTS = {
     "ManifestListSpec": "spec",
     "ManifestEntrySpec": "spec",
     "Reference": "reference",
+    "LayoutReference": "reference",
     "Platform": "platform",
     "Descriptor": "manifest",
     "ManifestList": "manifest",
@@ -64,6 +65,7 @@ __all__ = [
     "InspectResult",
     "InvalidPlatformError",
     "InvalidReferenceError",
+    "LayoutReference",
     "ManifestEntrySpec",
     "ManifestList",
     "ManifestListSpec",
@@ -110,7 +112,7 @@ if TYPE_CHECKING:
     from .manifest import Descriptor, ManifestList, build_manifest_list
     from .platform import Platform
     from .pusher import PushedEntry, PushOptions, PushResult, push, push_async
-    from .reference import Reference
+    from .reference import LayoutReference, Reference
     from .registry import ClientOptions, RegistryClient
     from .spec import (
         ManifestEntrySpec,
