@@ -387,3 +387,16 @@ def test_a_blob_changed_after_the_read_pass_is_never_committed(
             expect=(200, 404),
         )
     assert response.status_code == 404
+
+
+def test_reading_stops_when_told(tmp_path: Path) -> None:
+    """A cancelled run sets the event: the thread hashing blobs ends at its next piece."""
+    import threading
+
+    root = tmp_path / "l"
+    root.mkdir()
+    make_layout(root, [image(root)])
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(LayoutError, match="reading stopped"):
+        read_layout(LayoutReference(str(root)), stop)

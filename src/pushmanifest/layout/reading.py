@@ -17,6 +17,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Optional
@@ -95,8 +96,11 @@ class OciLayout:
         return [*manifests, digest], blobs
 
 
-def read_layout(ref: LayoutReference) -> OciLayout:
-    """Read ``ref``'s layout and verify all of it (every blob hashed): raises LayoutError."""
+def read_layout(ref: LayoutReference, stop: Optional[threading.Event] = None) -> OciLayout:
+    """Read ``ref``'s layout and verify all of it (every blob hashed): raises LayoutError.
+
+    ``stop`` set (the run was cancelled: this runs in a thread, which nothing else can stop)
+    ends the reading at its next piece."""
     root = os.path.realpath(ref.path)
     if not os.path.isdir(root):
         what = "is not a directory" if os.path.exists(root) else "does not exist"
@@ -108,7 +112,8 @@ def read_layout(ref: LayoutReference) -> OciLayout:
     _walk(layout, top, depth=1)
     for digest, size in layout.blobs.items():
         for _ in _verified_pieces(root, ref, digest, size):
-            pass
+            if stop is not None and stop.is_set():
+                raise LayoutError(f"{ref}: reading stopped")
     return layout
 
 

@@ -14,6 +14,7 @@ a list copied from another repository.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Optional
 
@@ -46,7 +47,7 @@ async def read_layouts(
 ) -> dict[LayoutReference, Optional[Descriptor]]:
     """Every layout of the run, read and verified (every blob hashed); their top descriptors."""
     refs = layout_sources(specs)
-    layouts = await gather(asyncio.to_thread(read_layout, ref) for ref in refs)
+    layouts = await _read_all(refs)
     run.layouts.update(zip(refs, layouts))
     for ref, layout in zip(refs, layouts):
         manifests, blobs = layout.under(layout.top.digest)
@@ -72,6 +73,36 @@ def _head(layout: OciLayout) -> Descriptor:
     layout's own ref name) stay in the layout, as a registry's tag stays in the registry."""
     media_type = layout.manifests[layout.top.digest][0]
     return Descriptor(media_type=media_type, digest=layout.top.digest, size=layout.top.size)
+
+
+async def _read_all(refs: list[LayoutReference]) -> list[OciLayout]:
+    """The layouts, read at once (threads); the first to fail, or a cancellation, stops the
+    others at their next piece (a thread cannot be cancelled), and its error is the one raised."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read(ref: LayoutReference) -> OciLayout:
+        try:
+            return read_layout(ref, stop)
+        except BaseException as exc:
+            if not stop.is_set():
+                failures.append(exc)
+                stop.set()
+            raise
+
+    try:
+        results = await asyncio.gather(
+            *(asyncio.to_thread(read, ref) for ref in refs), return_exceptions=True
+        )
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    if failures:
+        raise failures[0]
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, OciLayout)]
 
 
 def layout_of(run: _Run, ref: LayoutReference) -> OciLayout:
