@@ -418,3 +418,37 @@ def test_large_layer_goes_in_chunks_in_constant_memory(open_registry: Any, tmp_p
     # The layer was read twice (hashed, then uploaded) in pieces: memory did not grow with it.
     base = baseline_rss(tmp_path)
     assert rss - base < 64 * 1024 * 1024, (rss, base)
+
+
+def test_depth_does_not_grow_with_the_number_of_layouts(open_registry: Any, tmp_path: Path) -> None:
+    """Requests counted per layout; depth in waves (WaveGate: no wall clock) the same for 1 and 4."""
+    from test_request_counts import route_to
+
+    arches = ["amd64", "arm64", "s390x", "ppc64le"]
+    for arch in arches:
+        seed_image(open_registry, "layout/wide", arch, architecture=arch, oci=True)
+        to_layout(open_registry, f"layout/wide:{arch}", tmp_path / "wide", arch)
+    depths = {}
+    for n in (1, 4):
+        with route_to(open_registry) as route:
+            spec = write_spec(
+                tmp_path / "s.yaml",
+                f"{route.host}/layout/wide-{n}:1",
+                [f"oci:{tmp_path / 'wide'}:{arch}" for arch in arches[:n]],
+            )
+            result = run_cli(
+                "from-spec", "--plain-http", str(spec), cwd=tmp_path, on_start=route.gate.watch
+            )
+            assert result.returncode == 0, result.stderr
+            proxy = route.registry
+            # Per layout: its manifest HEAD and PUT, and per blob (2): HEAD, POST, PATCH, PUT.
+            assert proxy.count("HEAD", "/manifests/sha256:") == n
+            assert proxy.count("HEAD", "/blobs/") == 2 * n
+            assert proxy.count("POST") == proxy.count("PATCH") == 2 * n
+            assert proxy.count("PUT", "/blobs/uploads/") == 2 * n
+            assert proxy.count("PUT", "/manifests/") == n + 1
+            depths[n] = proxy.depth()
+    # The target's HEAD, manifest HEADs, blob HEADs, POSTs, PATCHes, commits, manifest PUTs, the
+    # list's PUT: each one wave, however many layouts (no ping: an open registry, --plain-http).
+    assert depths[4] == depths[1], depths
+    assert depths[1] == 8, depths
