@@ -400,3 +400,45 @@ def test_reading_stops_when_told(tmp_path: Path) -> None:
     stop.set()
     with pytest.raises(LayoutError, match="reading stopped"):
         read_layout(LayoutReference(str(root)), stop)
+
+
+# -- through the library, against a real registry ------------------------------------------------
+
+
+@pytest.mark.registry
+def test_an_index_without_platforms_takes_them_from_the_configs(
+    open_registry: Any, tmp_path: Path
+) -> None:
+    import pushmanifest
+    from pushmanifest import ClientOptions, ManifestListSpec, PushOptions
+
+    root = tmp_path / "l"
+    root.mkdir()
+    top = index_of(root, [image(root, "amd64"), image(root, "s390x")])  # no platforms
+    make_layout(root, [named(top, "v1")])
+    spec = ManifestListSpec(
+        image=f"{open_registry.host}/layout/lib:1",
+        manifests=[{"image": pushmanifest.LayoutReference(str(root), "v1")}],
+    )
+    options = PushOptions(client=ClientOptions(plain_http=True))
+    [result] = pushmanifest.push(spec, options)
+    assert [str(e.platform) for e in result.entries] == ["linux/amd64", "linux/s390x"]
+    assert {str(e.image) for e in result.entries} == {f"oci:{root}:v1"}
+    # --append with another layout: the list grows by its image, uploaded like the others.
+    other = tmp_path / "other"
+    other.mkdir()
+    make_layout(other, [image(other, "arm64")])
+    spec = ManifestListSpec(
+        image=f"{open_registry.host}/layout/lib:1", manifests=[{"image": f"oci:{other}"}]
+    )
+    [appended] = pushmanifest.push(spec, options, append=True)
+    assert [str(e.platform) for e in appended.entries] == [
+        "linux/amd64",
+        "linux/s390x",
+        "linux/arm64",
+    ]
+    from support.images import read_manifest
+
+    data = json.loads(read_manifest(open_registry, "layout/lib", "1")[0])
+    for entry in data["manifests"]:
+        read_manifest(open_registry, "layout/lib", entry["digest"])  # each resolves
