@@ -12,6 +12,7 @@ hashed against its digest and its size checked against its descriptor's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -129,7 +130,10 @@ async def blob_pieces(layout: OciLayout, digest: str) -> AsyncIterator[bytes]:
                 return
             yield piece
     finally:
-        pieces.close()
+        # Cancelled while a thread still reads a piece: the generator is closed (its file with
+        # it) when that thread is done with it.
+        with contextlib.suppress(ValueError):
+            pieces.close()
 
 
 # -- the layout's files -----------------------------------------------------------------------
