@@ -87,14 +87,22 @@ class OciLayout:
 
     def under(self, digest: str) -> tuple[list[str], list[str]]:
         """The manifests (children first) and blobs that ``digest`` needs in a repository."""
-        manifests: list[str] = []
-        blobs: list[str] = []
-        for child in self.children_of.get(digest, ()):
-            more, their_blobs = self.under(child.digest)
-            manifests += [m for m in more if m not in manifests]
-            blobs += [b for b in their_blobs if b not in blobs]
-        blobs += [b for b in self.blobs_of.get(digest, ()) if b not in blobs]
-        return [*manifests, digest], blobs
+        manifests: dict[str, None] = {}
+        blobs: dict[str, None] = {}
+
+        seen: set[str] = set()
+
+        def visit(digest: str) -> None:  # nesting is bounded (MAX_LAYOUT_DEPTH)
+            if digest in seen:
+                return
+            seen.add(digest)
+            for child in self.children_of.get(digest, ()):
+                visit(child.digest)
+            blobs.update(dict.fromkeys(self.blobs_of.get(digest, ())))
+            manifests[digest] = None
+
+        visit(digest)
+        return list(manifests), list(blobs)
 
 
 def read_layout(ref: LayoutReference, stop: Optional[threading.Event] = None) -> OciLayout:

@@ -109,11 +109,9 @@ def layout_of(run: _Run, ref: LayoutReference) -> OciLayout:
     return run.layouts[ref]
 
 
-def manifest(run: _Run, ref: LayoutReference, digest: str) -> Awaitable[bytes]:
+async def manifest(run: _Run, ref: LayoutReference, digest: str) -> bytes:
     """A manifest of the layout (already read and verified)."""
-    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-    future.set_result(layout_of(run, ref).manifest(digest))
-    return future
+    return layout_of(run, ref).manifest(digest)
 
 
 def config(run: _Run, ref: LayoutReference, digest: str) -> Awaitable[bytes]:
