@@ -452,3 +452,25 @@ def test_depth_does_not_grow_with_the_number_of_layouts(open_registry: Any, tmp_
     # list's PUT: each one wave, however many layouts (no ping: an open registry, --plain-http).
     assert depths[4] == depths[1], depths
     assert depths[1] == 8, depths
+
+
+def test_a_name_holding_colons_is_found_as_skopeo_wrote_it(
+    open_registry: Any, tmp_path: Path
+) -> None:
+    """skopeo cuts ``oci:DIR:NAME`` at the first ':', so a name may hold more ('app:v1')."""
+    seeded = seed_image(open_registry, "layout/colon", "x", architecture="amd64", oci=True)
+    layout = tmp_path / "colon"
+    to_layout(open_registry, "layout/colon:x", layout, "example.com/app:v1")
+    index = json.loads((layout / "index.json").read_text())
+    assert index["manifests"][0]["annotations"] == {
+        "org.opencontainers.image.ref.name": "example.com/app:v1"
+    }
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        f"{open_registry.host}/layout/colon-list:1",
+        [f"oci:{layout}:example.com/app:v1"],
+    )
+    result = run("from-spec", str(spec), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = inspect_raw(open_registry.host, "layout/colon-list:1")
+    assert [m["digest"] for m in listed["manifests"]] == [seeded.digest]
