@@ -442,3 +442,14 @@ def test_an_index_without_platforms_takes_them_from_the_configs(
     data = json.loads(read_manifest(open_registry, "layout/lib", "1")[0])
     for entry in data["manifests"]:
         read_manifest(open_registry, "layout/lib", entry["digest"])  # each resolves
+
+
+def test_inspect_refuses_a_layout_rather_than_ask_docker_hub(tmp_path: Path) -> None:
+    from support.cli import run_cli
+
+    result = run_cli("inspect", "oci:out:v1", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: inspect reads registries: 'oci:out:v1' is an OCI image layout on disk "
+        "(skopeo inspect oci:PATH[:TAG] reads one)"
+    )
