@@ -453,3 +453,19 @@ def test_inspect_refuses_a_layout_rather_than_ask_docker_hub(tmp_path: Path) -> 
         "error: inspect reads registries: 'oci:out:v1' is an OCI image layout on disk "
         "(skopeo inspect oci:PATH[:TAG] reads one)"
     )
+
+
+def test_media_types_left_out_are_taken_from_the_documents_shape(tmp_path: Path) -> None:
+    root = tmp_path / "l"
+    root.mkdir()
+    config = blob(root, b'{"architecture": "amd64", "os": "linux"}')
+    layer = blob(root, b"layer")
+    manifest = blob(
+        root, json.dumps({"schemaVersion": 2, "config": config, "layers": [layer]}).encode()
+    )
+    top = blob(root, json.dumps({"schemaVersion": 2, "manifests": [manifest]}).encode())
+    make_layout(root, [top])
+    layout = read(root)
+    assert layout.manifests[top["digest"]][0] == OCI_INDEX
+    assert layout.manifests[manifest["digest"]][0] == OCI_MANIFEST
+    assert set(layout.blobs) == {config["digest"], layer["digest"]}

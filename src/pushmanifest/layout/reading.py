@@ -230,6 +230,11 @@ def _walk(layout: OciLayout, descriptor: Descriptor, depth: int) -> None:
     data = b"".join(_verified_pieces(layout.root, ref, descriptor.digest, descriptor.size))
     document = _json_object(ref, data, f"manifest {descriptor.digest}")
     media_type = descriptor.media_type or str(document.get("mediaType") or "")
+    if not media_type:  # neither says (older tools): OCI's, by the document's shape
+        if "manifests" in document:
+            media_type = OCI_INDEX
+        elif "config" in document and "layers" in document:
+            media_type = OCI_MANIFEST
     layout.manifests[descriptor.digest] = (media_type, data)
     where = f"manifest {descriptor.digest}"
     if media_type in _INDEX_TYPES:
