@@ -190,6 +190,7 @@ def test_index_layout_is_a_list_source_on_a_token_registry(
         stdin=token_registry.users["alice"] + "\n",
     )
     assert result.returncode == 0, result.stderr
+    assert token_registry.token_server.count == 1  # one token for the run, uploads included
     index = inspect_raw(
         token_registry.host, "alice/from-layout:2", creds=f"alice:{token_registry.users['alice']}"
     )
