@@ -469,3 +469,72 @@ def test_media_types_left_out_are_taken_from_the_documents_shape(tmp_path: Path)
     assert layout.manifests[top["digest"]][0] == OCI_INDEX
     assert layout.manifests[manifest["digest"]][0] == OCI_MANIFEST
     assert set(layout.blobs) == {config["digest"], layer["digest"]}
+
+
+@pytest.mark.registry
+def test_a_token_refused_mid_upload_starts_the_blob_over(
+    token_registry: Any, tmp_path: Path
+) -> None:
+    """GCR refetches tokens in the middle of an upload (invalid_token on the streamed PATCH): a
+    streamed body cannot be resent, so the blob starts over in a new session from the file."""
+    from support.cli import run_cli
+    from support.images import SeedClient, read_manifest
+    from support.quirks import GcrProfile, QuirkProxy
+
+    root = tmp_path / "l"
+    root.mkdir()
+    big = os.urandom(3 * 1024 * 1024)  # more than the last MiB: a streamed PATCH first
+    config = blob(root, b'{"architecture": "amd64", "os": "linux"}')
+    layer = blob(root, big)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}],
+        }
+    ).encode()
+    make_layout(root, [{"mediaType": OCI_MANIFEST, **blob(root, manifest)}])
+    alice = token_registry.users["alice"]
+    with SeedClient(token_registry, username="alice", password=alice) as client:
+        # The config there already: the one PATCH refused is the layer's first, streamed one.
+        client.push_blob(
+            "alice/gcr-layout", (root / "blobs" / "sha256" / config["digest"][7:]).read_bytes()
+        )
+    ts = token_registry.token_server
+    profile = GcrProfile(realm=ts.realm, service=ts.service, on_blobs=True)
+    proxy = QuirkProxy(token_registry.host, profile).start()
+    try:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(
+            f"image: {proxy.host}/alice/gcr-layout:1\nmanifests:\n  - image: oci:{root}\n"
+        )
+        result = run_cli(
+            "from-spec",
+            str(spec),
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--plain-http",
+            "--max-concurrency",
+            "2",  # one blob at a time: the revoked PATCH is the big layer's first
+            stdin=token_registry.users["alice"] + "\n",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert proxy.count(quirk="gcr: invalid_token") == 1
+        assert "token renewed mid-upload; uploading" in result.stderr
+        assert "Traceback" not in result.stderr
+        # The layer's two sessions, the first deleted.
+        assert proxy.count("POST", "/blobs/uploads/") == 2
+        assert len({r.path for r in proxy.select("DELETE", "/blobs/uploads/")}) == 1
+    finally:
+        proxy.stop()
+    _, _, digest = read_manifest(
+        token_registry,
+        "alice/gcr-layout",
+        "1",
+        username="alice",
+        password=token_registry.users["alice"],
+    )
+    assert digest
