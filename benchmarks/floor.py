@@ -29,7 +29,6 @@ for _name in ("trio", "h2", "httpx._main"):
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import asyncio  # noqa: E402
-import base64  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
@@ -51,6 +50,8 @@ ACCEPT = ", ".join(
 
 
 class Platform(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(coerce_numbers_to_str=True)  # architecture: 386
+
     os: str
     architecture: str
     variant: Optional[str] = None

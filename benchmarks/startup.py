@@ -27,6 +27,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 HERE = Path(__file__).resolve().parent
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' registries, proxy and seeding
+
+from commands import ROOT, run_checked, subprocess_env  # noqa: E402
+from measure import Site  # noqa: E402
+from scenarios import spec_document  # noqa: E402
 
 #: Issue 12: pushmanifest's time to first request over the floor's.
 FLOOR_RATIO_TARGET = 1.15
@@ -71,31 +77,27 @@ class FloorComparison:
         return None if pm is None or fl is None or fl <= 0 else pm / fl
 
 
-def first_request(
-    run: Callable[[], None], proxy_requests: Callable[[], Sequence[object]], reset: Callable[[], None]
-) -> tuple[float, float]:
+def first_request(site: Site, run: Callable[[], None]) -> tuple[float, float]:
     """Run ``run`` once: (seconds from its start to its first request at the proxy, CPU seconds
     of the child processes it ran)."""
-    reset()
+    site.proxy.reset()
+    if site.server.token_server is not None:
+        site.server.token_server.reset()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     run()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    starts = [getattr(r, "start") for r in proxy_requests()]
+    starts = [r.start for r in site.proxy.requests]
     if not starts:
         raise RuntimeError("no request reached the proxy")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return min(starts) - started, cpu
 
 
-def compare(site: object, make_spec: Callable[[], Path], runs: int, archs: int) -> FloorComparison:
-    """``runs`` alternating runs of pushmanifest and the floor at ``site`` (a
-    :class:`~measure.Site`, its latency set to 0 by the caller)."""
-    from commands import run_checked, subprocess_env
-
-    config_dir: Path = getattr(site, "config_dir")
-    proxy = getattr(site, "proxy")
-    server = getattr(site, "server")
+def compare(site: Site, make_spec: Callable[[], Path], runs: int, archs: int) -> FloorComparison:
+    """``runs`` alternating runs of pushmanifest and the floor at ``site`` (its latency set to 0
+    by the caller)."""
+    config_dir = site.config_dir
     env = subprocess_env(config_dir)
     commands = {
         "pushmanifest": lambda spec: [
@@ -117,12 +119,6 @@ def compare(site: object, make_spec: Callable[[], Path], runs: int, archs: int) 
         ],
     }
     results = {name: FirstRequest(name) for name in commands}
-
-    def reset() -> None:
-        proxy.reset()
-        if server.token_server is not None:
-            server.token_server.reset()
-
     # One run of each first, not counted: the page cache, and the registry's first answers.
     for _ in range(runs + 1):
         for name, command in commands.items():
@@ -135,16 +131,14 @@ def compare(site: object, make_spec: Callable[[], Path], runs: int, archs: int) 
                 run_checked(args, env, name)  # noqa: B023  (called at once)
 
             try:
-                first, cpu = first_request(run, lambda: proxy.requests, reset)
+                first, cpu = first_request(site, run)
             except (RuntimeError, OSError) as exc:
                 result.error = str(exc).splitlines()[0][:300]
                 continue
             if _ > 0:
                 result.first.append(first)
                 result.cpu.append(cpu)
-    return FloorComparison(
-        getattr(site, "name"), archs, results["pushmanifest"], results["floor"]
-    )
+    return FloorComparison(site.name, archs, results["pushmanifest"], results["floor"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -153,13 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--archs", type=int, default=STARTUP_ARCHS, metavar="N")
     parser.add_argument("--auth", choices=("open", "token", "both"), default="both")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE.parent / "tests"))
     import compileall
     import tempfile
-
-    from commands import ROOT
-    from measure import Site
-    from scenarios import spec_document
 
     from support.registry import start_open_registry, start_token_registry
 
@@ -203,6 +192,4 @@ def format_comparison(c: FloorComparison) -> str:
 
 
 if __name__ == "__main__":
-    HERE_TESTS = HERE.parent / "tests"
-    sys.path.insert(0, str(HERE))
     raise SystemExit(main())
