@@ -9,6 +9,7 @@ from typing import Callable, Optional
 from bench import Results
 from measure import Cell, median, ms, value, verdict
 from scenarios import BULK_ARCHS, BULK_LISTS, BULK_PER_FILE, BULK_TARGET, DELAY, tags_size
+from startup import FLOOR_RATIO_TARGET
 from targets import targets
 
 Row = list[object]
@@ -29,10 +30,12 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     lines += push_section(res)
     lines += tags_section(res, sizes)
     lines += startup_section(res)
+    lines += floor_section(res)
     lines += bulk_section(res)
     if res.tls:
         lines += tls_section(res)
-    lines += section("Targets of issue 4", ["#", "target", "measured", "met"], targets(res, sizes))
+    title = "Targets of issues 4 and 12"
+    lines += section(title, ["#", "target", "measured", "met"], targets(res, sizes))
     if res.notes:
         lines += ["", *(f"- {n}" for n in res.notes)]
     return "\n".join(lines) + "\n"
@@ -118,6 +121,33 @@ def startup_section(res: Results) -> list[str]:
         rows.append([label, ms(med), ms(min(times)), ms(target) if target else "-", met])
     title = "Start-up (median of runs, wall clock, subprocess)"
     return section(title, ["command", "median", "min", "target", "met"], rows)
+
+
+FLOOR_HEADER = [
+    "auth",
+    "N",
+    "pushmanifest: first request",
+    "floor: first request",
+    "ratio",
+    f"<= {FLOOR_RATIO_TARGET}",
+    "pushmanifest CPU",
+    "floor CPU",
+]
+
+
+def floor_section(res: Results) -> list[str]:
+    rows = []
+    for c in res.floor:
+        pm, fl = c.pushmanifest, c.floor
+        ratio = "failed" if c.ratio is None else f"{c.ratio:.2f}"
+        met = verdict(None if c.ratio is None else c.ratio <= FLOOR_RATIO_TARGET)
+        firsts = [ms(pm.median_first), ms(fl.median_first)]
+        rows.append([c.auth, c.archs, *firsts, ratio, met, ms(pm.median_cpu), ms(fl.median_cpu)])
+    title = (
+        "Start-up: time to first request, pushmanifest vs its floor (benchmarks/floor.py: the "
+        "same job with only httpx, pyyaml and pydantic), runs alternating, no latency, medians"
+    )
+    return section(title, FLOOR_HEADER, rows)
 
 
 BULK_HEADER = [

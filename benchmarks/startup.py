@@ -99,7 +99,7 @@ def compare(site: Site, make_spec: Callable[[], Path], runs: int, archs: int) ->
     by the caller)."""
     config_dir = site.config_dir
     env = subprocess_env(config_dir)
-    commands = {
+    commands: dict[str, Callable[[Path], list[str]]] = {
         "pushmanifest": lambda spec: [
             sys.executable,
             "-m",
