@@ -8,7 +8,8 @@ process of its own, under a driver that counts, from its first line on:
   missing whether or not it is installed here: every finder answers "not found" for it;
 * whether ``importlib.metadata`` was imported (pydantic's plugin loader imports it even when
   every plugin is off);
-* CA stores loaded into an SSL context (plain HTTP needs none).
+* CA stores loaded into an SSL context (plain HTTP needs none);
+* whether ``difflib`` was imported (only suggestions for a misspelt key or value need it).
 
 Timings live in ``benchmarks/startup.py``; these counts say what the start-up does, on any
 machine under any load.
@@ -113,3 +114,4 @@ def test_push_start_up_does_only_what_it_needs(open_registry: Any, tmp_path: Pat
     assert counts["sniffio_searches"] <= 2
     assert "importlib.metadata" not in counts["imported"]
     assert counts["ca_loads"] == 0
+    assert "difflib" not in counts["imported"]
