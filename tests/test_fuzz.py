@@ -250,6 +250,19 @@ def _loaded(text: str) -> Any:
         return [str(problem) for problem in exc.problems]
 
 
+#: libyaml's loader as the package built it (the yaml_loader fixture may set FAST_LOADER to None).
+LIBYAML_LOADER = nodes.FAST_LOADER
+
+
+def _libyaml_for(text: str) -> Any:
+    """The loader's choice for ``text`` with libyaml in place, whatever a fixture has set."""
+    saved, nodes.FAST_LOADER = nodes.FAST_LOADER, LIBYAML_LOADER
+    try:
+        return fast_loader_for(text)
+    finally:
+        nodes.FAST_LOADER = saved
+
+
 _YAML_TEXTS = (
     st.text(st.characters(min_codepoint=9, max_codepoint=126), max_size=80)
     | yamlish
@@ -274,7 +287,7 @@ _YAML_TEXTS = (
 def test_libyaml_composes_what_pyyaml_composes(text: str) -> None:
     """Where the loader lets libyaml read a text, libyaml composes the nodes PyYAML composes,
     at the same lines and columns, or fails (the pure loader then reads the text)."""
-    fast = fast_loader_for(text)
+    fast = _libyaml_for(text)
     if fast is None:
         return  # read by the pure loader only
     composed = _composed(fast, text)
@@ -286,9 +299,11 @@ def test_libyaml_composes_what_pyyaml_composes(text: str) -> None:
 @given(_YAML_TEXTS)
 @example("image: a:1\nmanifests: [{image: b, platform: }]\n")  # an empty value, no problem
 def test_a_spec_loads_alike_with_libyaml_and_without(text: str) -> None:
-    with_libyaml = _loaded(text)
-    saved, nodes.FAST_LOADER = nodes.FAST_LOADER, None
+    saved = nodes.FAST_LOADER
     try:
+        nodes.FAST_LOADER = LIBYAML_LOADER
+        with_libyaml = _loaded(text)
+        nodes.FAST_LOADER = None
         assert _loaded(text) == with_libyaml
     finally:
         nodes.FAST_LOADER = saved
