@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' registries, proxy and seeding
 
-from commands import ROOT, run_checked, subprocess_env  # noqa: E402
+from commands import ROOT, SUBPROCESS_TIMEOUT, subprocess_env  # noqa: E402
 from measure import Site  # noqa: E402
 from scenarios import spec_document  # noqa: E402
 
@@ -46,6 +48,7 @@ class FirstRequest:
 
     label: str
     first: list[float] = field(default_factory=list)
+    cpu_first: list[float] = field(default_factory=list)  # CPU used by the first request
     cpu: list[float] = field(default_factory=list)
     error: str = ""
 
@@ -60,6 +63,10 @@ class FirstRequest:
     @property
     def median_cpu(self) -> Optional[float]:
         return statistics.median(self.cpu) if self.ok else None
+
+    @property
+    def median_cpu_first(self) -> Optional[float]:
+        return statistics.median(self.cpu_first) if self.ok and self.cpu_first else None
 
 
 @dataclass
@@ -76,22 +83,66 @@ class FloorComparison:
         pm, fl = self.pushmanifest.median_first, self.floor.median_first
         return None if pm is None or fl is None or fl <= 0 else pm / fl
 
+    @property
+    def cpu_ratio(self) -> Optional[float]:
+        """The same ratio in CPU used by the first request (steady under load)."""
+        pm, fl = self.pushmanifest.median_cpu_first, self.floor.median_cpu_first
+        return None if pm is None or fl is None or fl <= 0 else pm / fl
 
-def first_request(site: Site, run: Callable[[], None]) -> tuple[float, float]:
-    """Run ``run`` once: (seconds from its start to its first request at the proxy, CPU seconds
-    of the child processes it ran)."""
+
+def task_cpu(pid: int) -> Optional[float]:
+    """CPU seconds process ``pid`` has run so far, every thread, to the nanosecond
+    (``/proc/PID/task/*/schedstat``); None where there is no such file."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
+
+
+def first_request(site: Site, args: Sequence[str], env: dict[str, str]) -> tuple[float, ...]:
+    """Run ``args`` once: (seconds from its start to its first request at the proxy, CPU
+    seconds it had used when it opened its first connection to the proxy (-1: unknown), CPU
+    seconds of the whole run). The CPU to first request does not grow with the machine's load
+    as the wall time does: the process is CPU-bound until then."""
     site.proxy.reset()
     if site.server.token_server is not None:
         site.server.token_server.reset()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    run()
+    proc = subprocess.Popen(
+        list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    cpu_at_first: list[float] = []
+
+    def watch() -> None:  # the CPU used by the time the first connection is accepted
+        while proc.poll() is None:
+            if site.proxy.connections:
+                cpu = task_cpu(proc.pid)
+                cpu_at_first.append(-1.0 if cpu is None else cpu)
+                return
+            time.sleep(0.0002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        _, stderr = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"{' '.join(args[:4])} timed out") from None
+    watcher.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        what = " ".join(args[:4])
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {stderr.strip()[-2000:]}")
     starts = [r.start for r in site.proxy.requests]
     if not starts:
         raise RuntimeError("no request reached the proxy")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return min(starts) - started, cpu
+    return min(starts) - started, (cpu_at_first or [-1.0])[0], cpu
 
 
 def compare(site: Site, make_spec: Callable[[], Path], runs: int, archs: int) -> FloorComparison:
@@ -125,19 +176,16 @@ def compare(site: Site, make_spec: Callable[[], Path], runs: int, archs: int) ->
             result = results[name]
             if result.error:
                 continue
-            args = command(make_spec())
-
-            def run() -> None:
-                run_checked(args, env, name)  # noqa: B023  (called at once)
-
             try:
-                first, cpu = first_request(site, run)
+                first, cpu_first, cpu = first_request(site, command(make_spec()), env)
             except (RuntimeError, OSError) as exc:
                 result.error = str(exc).splitlines()[0][:300]
                 continue
             if _ > 0:
                 result.first.append(first)
                 result.cpu.append(cpu)
+                if cpu_first >= 0:
+                    result.cpu_first.append(cpu_first)
     return FloorComparison(site.name, archs, results["pushmanifest"], results["floor"])
 
 
@@ -180,14 +228,17 @@ def format_comparison(c: FloorComparison) -> str:
     def ms(value: Optional[float]) -> str:
         return "-" if value is None else f"{value * 1000:.0f} ms"
 
-    ratio = "-" if c.ratio is None else f"{c.ratio:.2f}"
+    def ratio(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     parts = [f"{c.auth}, N={c.archs}:"]
     for r in (c.pushmanifest, c.floor):
         parts.append(
             f"{r.label} first request {ms(r.median_first)} (min {ms(min(r.first, default=None))}),"
-            f" CPU {ms(r.median_cpu)}{' ' + r.error if r.error else ''};"
+            f" CPU by then {ms(r.median_cpu_first)}, CPU in all {ms(r.median_cpu)}"
+            f"{' ' + r.error if r.error else ''};"
         )
-    parts.append(f"ratio {ratio}")
+    parts.append(f"ratio {ratio(c.ratio)} (in CPU by the first request: {ratio(c.cpu_ratio)})")
     return " ".join(parts)
 
 

@@ -186,9 +186,10 @@ def floor_ratio(res: Results) -> list[Row]:
             parts.append(f"{c.auth}: failed")
             met = False
             continue
+        cpu = "" if c.cpu_ratio is None else f" (CPU by then: {c.cpu_ratio:.2f})"
         parts.append(
             f"{c.auth}: {ms(c.pushmanifest.median_first)} / {ms(c.floor.median_first)} = "
-            f"{c.ratio:.2f}"
+            f"{c.ratio:.2f}{cpu}"
         )
         met = met and c.ratio <= FLOOR_RATIO_TARGET
     return [
