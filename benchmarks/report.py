@@ -9,7 +9,6 @@ from typing import Callable, Optional
 from bench import Results
 from measure import Cell, median, ms, value, verdict
 from scenarios import BULK_ARCHS, BULK_LISTS, BULK_PER_FILE, BULK_TARGET, DELAY, tags_size
-from startup import FLOOR_RATIO_TARGET
 from targets import targets
 
 Row = list[object]
@@ -34,8 +33,7 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     lines += bulk_section(res)
     if res.tls:
         lines += tls_section(res)
-    title = "Targets of issues 4 and 12"
-    lines += section(title, ["#", "target", "measured", "met"], targets(res, sizes))
+    lines += section("Targets of issue 4", ["#", "target", "measured", "met"], targets(res, sizes))
     if res.notes:
         lines += ["", *(f"- {n}" for n in res.notes)]
     return "\n".join(lines) + "\n"
@@ -123,20 +121,21 @@ def startup_section(res: Results) -> list[str]:
     return section(title, ["command", "median", "min", "target", "met"], rows)
 
 
-FLOOR_HEADER = [
-    "auth",
-    "N",
-    "pushmanifest: first request",
-    "floor: first request",
-    "ratio",
-    f"<= {FLOOR_RATIO_TARGET}",
-    "CPU by the first request: pushmanifest / floor",
-    "ratio",
-    "CPU in all: pushmanifest / floor",
-]
-
-
 def floor_section(res: Results) -> list[str]:
+    # Imported here, so that report.py's own import lines stay as other changes left them.
+    from startup import FLOOR_RATIO_TARGET, floor_ratio
+
+    header = [
+        "auth",
+        "N",
+        "pushmanifest: first request",
+        "floor: first request",
+        "ratio",
+        f"<= {FLOOR_RATIO_TARGET}",
+        "CPU by the first request: pushmanifest / floor",
+        "ratio",
+        "CPU in all: pushmanifest / floor",
+    ]
     rows = []
     for c in res.floor:
         pm, fl = c.pushmanifest, c.floor
@@ -147,12 +146,17 @@ def floor_section(res: Results) -> list[str]:
         cpu_ratio = "-" if c.cpu_ratio is None else f"{c.cpu_ratio:.2f}"
         cpu = f"{ms(pm.median_cpu)} / {ms(fl.median_cpu)}"
         rows.append([c.auth, c.archs, *firsts, ratio, met, cpu_first, cpu_ratio, cpu])
+    if not rows:
+        return []
     title = (
         "Start-up: time to first request, pushmanifest vs its floor (benchmarks/floor.py: the "
         "same job with only httpx, pyyaml and pydantic), runs alternating, no latency, medians; "
         "the CPU a process has used by its first connection does not grow with the load"
     )
-    return section(title, FLOOR_HEADER, rows)
+    target = ["#", "target", "measured", "met"]
+    return section(title, header, rows) + section(
+        "Target of issue 12.1 (start-up)", target, floor_ratio(res.floor)
+    )
 
 
 BULK_HEADER = [

@@ -224,6 +224,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def floor_ratio(comparisons: Sequence[FloorComparison]) -> list[list[str]]:
+    """Issue 12.1's row of a targets table: time to first request within FLOOR_RATIO_TARGET x
+    the floor script's (#, target, measured, met)."""
+    if not comparisons:
+        return []
+
+    def ms(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value * 1000:.0f} ms"
+
+    parts, met = [], True
+    for c in comparisons:
+        if c.ratio is None:
+            parts.append(f"{c.auth}: failed")
+            met = False
+            continue
+        cpu = "" if c.cpu_ratio is None else f" (CPU by then: {c.cpu_ratio:.2f})"
+        parts.append(
+            f"{c.auth}: {ms(c.pushmanifest.median_first)} / {ms(c.floor.median_first)} = "
+            f"{c.ratio:.2f}{cpu}"
+        )
+        met = met and c.ratio <= FLOOR_RATIO_TARGET
+    target = (
+        f"time to first request <= {FLOOR_RATIO_TARGET}x the floor's (benchmarks/floor.py, the "
+        "same requests with only the three dependencies)"
+    )
+    return [["12.1", target, "; ".join(parts), "yes" if met else "**no**"]]
+
+
 def format_comparison(c: FloorComparison) -> str:
     def ms(value: Optional[float]) -> str:
         return "-" if value is None else f"{value * 1000:.0f} ms"

@@ -1,5 +1,5 @@
-"""Issue 4's and issue 12's targets, each checked against :class:`~bench.Results`: rows of the
-report's last table (``#``, target, measured, met)."""
+"""Issue 4's targets, each checked against :class:`~bench.Results`: rows of the report's last
+table (``#``, target, measured, met)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Optional
 from bench import Results
 from measure import Cell, median, ms, value, verdict
 from scenarios import BULK_ARCHS, BULK_LISTS, BULK_TARGET, DELAY, MAX_CONCURRENCY, tags_size
-from startup import FLOOR_RATIO_TARGET
 
 Row = list[str]
 
@@ -28,7 +27,6 @@ def targets(res: Results, sizes: Sequence[int]) -> list[Row]:
     out += startup(res)
     out += bulk(res)
     out += one_token(res)
-    out += floor_ratio(res)
     return out
 
 
@@ -172,32 +170,5 @@ def one_token(res: Results) -> list[Row]:
             "one token request per run (concurrent requests share it)",
             f"at most {most} token request(s) in any token-auth run ({len(counts)} set-ups)",
             verdict(most == 1),
-        ]
-    ]
-
-
-def floor_ratio(res: Results) -> list[Row]:
-    """Issue 12.1: time to first request within FLOOR_RATIO_TARGET x the floor script's."""
-    if not res.floor:
-        return []
-    parts, met = [], True
-    for c in res.floor:
-        if c.ratio is None:
-            parts.append(f"{c.auth}: failed")
-            met = False
-            continue
-        cpu = "" if c.cpu_ratio is None else f" (CPU by then: {c.cpu_ratio:.2f})"
-        parts.append(
-            f"{c.auth}: {ms(c.pushmanifest.median_first)} / {ms(c.floor.median_first)} = "
-            f"{c.ratio:.2f}{cpu}"
-        )
-        met = met and c.ratio <= FLOOR_RATIO_TARGET
-    return [
-        [
-            "12.1",
-            f"time to first request <= {FLOOR_RATIO_TARGET}x the floor's (benchmarks/floor.py, "
-            "the same requests with only the three dependencies)",
-            "; ".join(parts),
-            verdict(met),
         ]
     ]
