@@ -37,6 +37,7 @@ from .failures import (
     rate_limit,
 )
 from .options import ClientOptions
+from .pool import install as install_pool
 
 log = logging.getLogger("pushmanifest")
 T = TypeVar("T")
@@ -104,6 +105,7 @@ class Connection:
             follow_redirects=True,
         )
         netbackend.install(client)
+        install_pool(client)  # after the backend: the pool keeps the caching one
         return client
 
     async def __aenter__(self: _Self) -> _Self:
