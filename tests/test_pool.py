@@ -275,3 +275,36 @@ def test_an_idle_connection_elsewhere_makes_room() -> None:
 
     with KeepAliveServer(HeldAnswers()) as one, KeepAliveServer(HeldAnswers()) as two:
         asyncio.run(go(f"http://{one.host}/", f"http://{two.host}/"))
+
+
+def test_requests_waiting_for_a_slot_are_not_built_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk run queues hundreds of requests behind --max-concurrency: they hold no request
+    objects (headers, URL) until their turn (peak memory)."""
+    built = []
+    original = httpx.AsyncClient.build_request
+
+    def build_request(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Request:
+        built.append(args[:2])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "build_request", build_request)
+    route = HeldAnswers(hold=True)
+
+    async def go(host: str) -> None:
+        options = ClientOptions(plain_http=True, max_concurrency=2)
+        async with RegistryClient(host, options=options) as client:
+            calls = [
+                asyncio.ensure_future(
+                    client._api("GET", f"team/app/manifests/t{i}", operation="x", image="i", cap=64)
+                )
+                for i in range(8)
+            ]
+            await until(lambda: route.waiting == 2)
+            assert len(built) == 2
+            route.release()
+            answers = await asyncio.wait_for(asyncio.gather(*calls), HANG)
+            assert [response.status_code for response, _ in answers] == [200] * 8
+            assert len(built) == 8
+
+    with KeepAliveServer(route) as server:
+        asyncio.run(go(server.host))
