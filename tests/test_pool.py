@@ -25,6 +25,13 @@ from pushmanifest.registry.pool import OriginPool, install
 #: A bound only a hang reaches.
 HANG = 60.0
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+#: A manifest's HEAD, as a registry answers it (no body).
+DIGEST = "sha256:" + "ab" * 32
+HEAD_RESPONSE = (
+    "HTTP/1.1 200 OK\r\nContent-Length: 321\r\n"
+    "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n"
+    f"Docker-Content-Digest: {DIGEST}\r\n\r\n"
+).encode()
 
 
 class KeepAliveServer:
@@ -62,12 +69,13 @@ class KeepAliveServer:
                     if not chunk:
                         return
                     data += chunk
-                _, _, data = data.partition(b"\r\n\r\n")
+                head, _, data = data.partition(b"\r\n\r\n")
                 with self._lock:
                     self.requests += 1
                 self.route()
+                answer = HEAD_RESPONSE if head.startswith(b"HEAD ") else RESPONSE
                 try:
-                    conn.sendall(RESPONSE)
+                    conn.sendall(answer)
                 except OSError:
                     return
 
@@ -305,6 +313,36 @@ def test_requests_waiting_for_a_slot_are_not_built_yet(monkeypatch: pytest.Monke
             answers = await asyncio.wait_for(asyncio.gather(*calls), HANG)
             assert [response.status_code for response, _ in answers] == [200] * 8
             assert len(built) == 8
+
+    with KeepAliveServer(route) as server:
+        asyncio.run(go(server.host))
+
+
+def test_heads_beyond_the_limit_wait_before_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk run's wave of HEADs: --max-concurrency of them start, the others wait at the
+    door, holding nothing of a request yet (peak memory)."""
+    started = []
+    original = RegistryClient._manifest_call
+
+    async def manifest_call(self: RegistryClient, *args: Any, **kwargs: Any) -> Any:
+        started.append(args[2])
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RegistryClient, "_manifest_call", manifest_call)
+    route = HeldAnswers(hold=True)
+
+    async def go(host: str) -> None:
+        options = ClientOptions(plain_http=True, max_concurrency=3)
+        async with RegistryClient(host, options=options) as client:
+            heads = [
+                asyncio.ensure_future(client.head_manifest("team/app", f"t{i}")) for i in range(9)
+            ]
+            await until(lambda: route.waiting == 3)  # every task has run up to its first wait
+            assert len(started) == 3
+            route.release()
+            found = await asyncio.wait_for(asyncio.gather(*heads), HANG)
+            assert [d.digest if d else None for d in found] == [DIGEST] * 9
+            assert len(started) == 9
 
     with KeepAliveServer(route) as server:
         asyncio.run(go(server.host))
