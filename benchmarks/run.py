@@ -62,7 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="N = 2, 8; one run each; bulk on the open registry only; no TLS/HTTP/2 section",
+        help="N = 2, 8; one run each (3 for the CPU per request); bulk on the open registry only; "
+        "no TLS/HTTP/2 section",
     )
     parser.add_argument("--runs", type=int, default=0, metavar="K", help="runs per measurement")
     parser.add_argument(
