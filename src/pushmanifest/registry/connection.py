@@ -134,13 +134,16 @@ class Connection:
         async with self._ping_lock:
             if self._pinged:
                 return
+            # Without credentials a push only works on an open registry, and there the ping
+            # teaches nothing: skip its round trip. Should a 401 come anyway (anonymous pulls
+            # from a token registry), the auth flow still answers it, at a few extra requests.
+            needed = self.credentials is not None or self._is_docker_hub
+            response = await self._ping_once(needed)
+            # Only once it succeeded: a ping that failed ahead of the run (see warm) is made
+            # again by the run, which reports its failure.
             self._pinged = True
-            if self.credentials is None and self._scheme is not None and not self._is_docker_hub:
-                # Without credentials a push only works on an open registry, and there the ping
-                # teaches nothing: skip its round trip. Should a 401 come anyway (anonymous pulls
-                # from a token registry), the auth flow still answers it, at a few extra requests.
+            if response is None:
                 return
-            response = await self._ping_once()
             if response.status_code == 401:
                 # The token answer is a small document too: bounded in all.
                 await self._within_limit(
@@ -150,30 +153,42 @@ class Connection:
                 # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
                 log.debug("ping %s answered %d", self.host, response.status_code)
 
-    async def _ping_once(self) -> httpx.Response:
-        if self._scheme is None:
-            # As Docker does for loopback registries: HTTPS first, plain HTTP when the server
-            # does not speak TLS at all (a certificate error stays an error).
-            try:
-                response = await self._send_ping("https")
-                self._scheme = "https"
-                return response
-            except NetworkError as exc:
-                if isinstance(exc.__cause__, httpx.ConnectTimeout):
-                    # On loopback a TCP connect is instant: what hung is the TLS handshake, as
-                    # a plain-HTTP server waiting for a request line does.
-                    raise NetworkError(
-                        f"cannot reach {self.host}: it did not answer the TLS handshake within "
-                        f"{self.options.connect_timeout:g} s; if it serves plain HTTP, pass "
-                        "--plain-http",
-                        operation="reach",
-                        image=self.host,
-                    ) from exc.__cause__
-                if not _is_tls_protocol_error(exc.__cause__):
-                    raise
-                log.debug("%s does not speak TLS; using plain HTTP", self.host)
-                self._scheme = "http"
-        return await self._send_ping(self._scheme)
+    async def _ping_once(self, needed: bool) -> Optional[httpx.Response]:
+        """The ping's answer; None where it is not ``needed`` and the scheme is known."""
+        if self._scheme is not None:
+            return await self._send_ping(self._scheme) if needed else None
+        # A loopback registry: as Docker does, HTTPS first, plain HTTP when the server does not
+        # speak TLS at all (a certificate error stays an error). Where the ping is needed, its
+        # plain-HTTP form goes at the same time (without auth: it carries no secret), so that
+        # the probe costs no round trip of its own; its answer is used only if TLS failed.
+        plain = asyncio.ensure_future(self._send_ping("http")) if needed else None
+        try:
+            response = await self._send_ping("https")
+        except NetworkError as exc:
+            if isinstance(exc.__cause__, httpx.ConnectTimeout):
+                # On loopback a TCP connect is instant: what hung is the TLS handshake, as
+                # a plain-HTTP server waiting for a request line does.
+                raise NetworkError(
+                    f"cannot reach {self.host}: it did not answer the TLS handshake within "
+                    f"{self.options.connect_timeout:g} s; if it serves plain HTTP, pass "
+                    "--plain-http",
+                    operation="reach",
+                    image=self.host,
+                ) from exc.__cause__
+            if not _is_tls_protocol_error(exc.__cause__):
+                raise
+            log.debug("%s does not speak TLS; using plain HTTP", self.host)
+            self._scheme = "http"
+            if plain is None:
+                return None
+            return await plain
+        finally:
+            if plain is not None and not (plain.done() and self._scheme == "http"):
+                plain.cancel()
+                # Its outcome is not wanted (TLS answered, or failed otherwise): retrieved.
+                await asyncio.gather(plain, return_exceptions=True)
+        self._scheme = "https"
+        return response
 
     async def _send_ping(self, scheme: str) -> httpx.Response:
         url = f"{scheme}://{self.host}/v2/"
