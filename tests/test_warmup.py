@@ -7,14 +7,30 @@ runs as a subprocess through gated proxies, as in ``test_request_counts.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
+from pushmanifest.auth import Credentials, Secret
+from pushmanifest.errors import SpecError
+from pushmanifest.pusher import PushOptions
+from pushmanifest.pusher.warm import (
+    MAX_WARM_HOSTS,
+    Warmup,
+    push_loading_async,
+    scan_spec_text,
+    warm_scopes,
+)
+from pushmanifest.registry import ClientOptions
+from pushmanifest.spec import ManifestListSpec, load_spec_text
 from support.cli import run_cli
 from support.images import seed_platforms
 from support.proxy import HttpProxy, WaveGate
@@ -50,7 +66,9 @@ def spec_text(host: str, repo: str, tag: str) -> str:
 
 
 class Route:
-    def __init__(self, gate: WaveGate, registry: HttpProxy, tokens: Optional[HttpProxy]) -> None:
+    def __init__(
+        self, gate: Optional[WaveGate], registry: HttpProxy, tokens: Optional[HttpProxy]
+    ) -> None:
         self.gate, self.registry, self.tokens = gate, registry, tokens
 
     @property
@@ -66,13 +84,13 @@ class Route:
 
 def _is_tls_hello(error: str) -> bool:
     """The proxy speaks plain HTTP: a TLS ClientHello is a bad request to it (the probe)."""
-    return "bad request" in error and "\\x00" in error
+    return "bad request" in error and "\\x" in error
 
 
 @contextlib.contextmanager
-def gated(server: Any) -> Iterator[Route]:
-    """Gated proxies in front of ``server`` and its token server (if any)."""
-    gate = WaveGate()
+def gated(server: Any, *, gate_requests: bool = True) -> Iterator[Route]:
+    """Proxies, gated (or only counting), in front of ``server`` and its token server."""
+    gate = WaveGate() if gate_requests else None
     with contextlib.ExitStack() as stack:
         tokens = None
         rewrite = None
@@ -93,7 +111,14 @@ def gated(server: Any) -> Iterator[Route]:
             assert [e for e in p.errors if not _is_tls_hello(e)] == []
 
 
-def push(route: Route, server: Any, tmp_path: Path, *args: str, user: Optional[str] = None) -> Any:
+def push(
+    route: Route,
+    server: Any,
+    tmp_path: Path,
+    *args: str,
+    user: Optional[str] = None,
+    python_args: tuple[str, ...] = (),
+) -> Any:
     repo = seeded(server, f"{user or 'warm'}/probe", user)
     spec = tmp_path / f"{fresh_tag()}.yaml"
     spec.write_text(spec_text(route.registry.host, repo, fresh_tag()))
@@ -103,8 +128,16 @@ def push(route: Route, server: Any, tmp_path: Path, *args: str, user: Optional[s
         auth, stdin = ["--username", user, "--password-stdin"], server.users[user] + "\n"
     for p in route.proxies:
         p.reset()
+    assert route.gate is not None
     result = run_cli(
-        "from-spec", *auth, *args, str(spec), stdin=stdin, cwd=tmp_path, on_start=route.gate.watch
+        "from-spec",
+        *auth,
+        *args,
+        str(spec),
+        stdin=stdin,
+        cwd=tmp_path,
+        on_start=route.gate.watch,
+        python_args=python_args,
     )
     assert result.returncode == 0, result.stderr
     assert "Digest: sha256:" in result.stdout
@@ -138,3 +171,230 @@ def test_loopback_token_registry_depth_is_four_with_or_without_plain_http(
         assert route.tokens is not None and route.tokens.count() == 1
         pings = [r for r in route.registry.requests if r.path == "/v2/"]
         assert len(pings) == 1 and pings[0].wave == 1
+
+
+# -- point 2: set-up while the spec loads -------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Until ``condition()`` holds; only a real hang reaches the bound."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+def run_loading(
+    load: Callable[[], list[ManifestListSpec]], options: PushOptions, texts: list[str]
+) -> Any:
+    async def main() -> Any:
+        return await asyncio.wait_for(push_loading_async(load, options, texts=texts), 60)
+
+    return asyncio.run(main())
+
+
+def test_ping_and_token_while_the_spec_loads_and_the_run_reuses_them(
+    token_registry: Any,
+) -> None:
+    """The spec's loading waits until the token server has answered: only the warm-up can have
+    asked it. The run then uses that token (one token request in all) and that ping."""
+    repo = seeded(token_registry, f"{USER}/probe", USER)
+    with gated(token_registry, gate_requests=False) as route:
+        assert route.tokens is not None
+        text = spec_text(route.registry.host, repo, fresh_tag())
+        during: list[tuple[str, str]] = []
+
+        def load() -> list[ManifestListSpec]:
+            assert route.tokens is not None
+            wait_until(lambda: route.tokens.count() == 1, "the token request, ahead")
+            during.extend((r.method, r.path) for r in route.registry.requests)
+            return load_spec_text(text)
+
+        credentials = Credentials(
+            username=USER, password=Secret(token_registry.users[USER]), source="test"
+        )
+        options = PushOptions(credentials=credentials, client=ClientOptions(plain_http=True))
+        (result,) = run_loading(load, options, [text])
+        assert result.written == ("latest",) or result.written
+        assert during == [("GET", "/v2/")]
+        assert route.tokens.count() == 1
+        assert route.registry.count("GET", "/v2/") == 1
+        assert route.registry.count("HEAD") == len(PLATFORMS) + 1
+
+
+def test_loopback_scheme_probed_and_connections_opened_while_the_spec_loads(
+    open_registry: Any,
+) -> None:
+    """No --plain-http: the TLS probe and a connection per first-wave request (2 sources and the
+    target tag) are done before the spec has loaded; the run opens no other connection."""
+    repo = seeded(open_registry, "warm/probe", None)
+    with gated(open_registry, gate_requests=False) as route:
+        text = spec_text(route.registry.host, repo, fresh_tag())
+        ahead = 1 + len(PLATFORMS) + 1  # the probe, then one per HEAD
+
+        def load() -> list[ManifestListSpec]:
+            wait_until(lambda: route.registry.connections >= ahead, "the connections, ahead")
+            assert route.registry.requests == []
+            return load_spec_text(text)
+
+        run_loading(load, PushOptions(), [text])
+        assert route.registry.connections == ahead
+        assert route.registry.count("HEAD") == len(PLATFORMS) + 1
+        assert route.registry.count("PUT") == 1
+        assert route.registry.count("GET", "/v2/") == 0
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_silent_host_warmed_does_not_hold_up_an_invalid_spec(silent_port: int) -> None:
+    """Its handshake would wait 600 s: the spec's error comes at once, the warm-up stopped."""
+    text = f"image: 127.0.0.1:{silent_port}/a/b:1\nmanifests: []\n"
+
+    def load() -> list[ManifestListSpec]:
+        return load_spec_text(text, "bad.yaml")
+
+    options = PushOptions(client=ClientOptions(connect_timeout=600, read_timeout=600))
+    with pytest.raises(SpecError) as caught:
+        run_loading(load, options, [text])
+    assert "bad.yaml:2" in str(caught.value)
+
+
+def test_a_silent_host_warmed_does_not_hold_up_a_run_elsewhere(
+    open_registry: Any, silent_port: int
+) -> None:
+    """The raw text named a host the loaded spec does not use: its warm-up is stopped."""
+    repo = seeded(open_registry, "warm/probe", None)
+    wrong = spec_text(f"127.0.0.1:{silent_port}", repo, "x")
+    right = spec_text(open_registry.host, repo, fresh_tag())
+
+    def load() -> list[ManifestListSpec]:
+        return load_spec_text(right)
+
+    options = PushOptions(client=ClientOptions(connect_timeout=600, read_timeout=600))
+    (result,) = run_loading(load, options, [wrong])
+    assert result.written
+
+
+def _clean(stderr: str) -> None:
+    for sign in ("Traceback", "Task was destroyed", "ResourceWarning", "Exception ignored"):
+        assert sign not in stderr, stderr
+
+
+def test_invalid_spec_exits_2_with_the_loader_s_errors_and_writes_nothing(
+    token_registry: Any, tmp_path: Path
+) -> None:
+    """The warm-up may ping and fetch a token; nothing else, and the output is the loader's."""
+    with gated(token_registry, gate_requests=False) as route:
+        text = spec_text(route.registry.host, f"{USER}/probe", "t").replace("os: linux", "os: 1")
+        spec = tmp_path / "bad.yaml"
+        spec.write_text(text)
+        with pytest.raises(SpecError) as caught:
+            load_spec_text(text, str(spec))
+        expected = "".join(f"{problem}\n" for problem in caught.value.problems)
+        result = run_cli(
+            "from-spec",
+            "--username",
+            USER,
+            "--password-stdin",
+            str(spec),
+            stdin=token_registry.users[USER] + "\n",
+            cwd=tmp_path,
+            python_args=("-W", "error"),
+        )
+        assert result.returncode == 2
+        assert result.stderr == expected
+        assert result.stdout == ""
+        writes = [r for r in route.registry.requests if r.method not in ("GET", "HEAD")]
+        assert writes == []
+        assert {r.path for r in route.registry.requests} <= {"/v2/"}
+
+
+@pytest.mark.parametrize("site", ["open", "token"])
+def test_no_task_or_socket_left_behind(site: str, request: Any, tmp_path: Path) -> None:
+    """-W error: a warmed run ends with every task done and every socket closed."""
+    server = request.getfixturevalue(f"{site}_registry")
+    user = USER if site == "token" else None
+    with gated(server) as route:
+        result = push(route, server, tmp_path, user=user, python_args=("-W", "error"))
+    _clean(result.stderr)
+
+
+def test_scan_finds_targets_and_sources_as_the_loader_names_them() -> None:
+    text = (
+        "image: alpine:3\nmanifests:\n  - image: docker.io/library/alpine:a # amd64\n"
+        "    platform: {os: linux, architecture: amd64}\n"
+        "  - image: 'ghcr.io/o/app:b'\n---\nimage: localhost:5000/x\nmanifests:\n"
+        "- image: localhost:5000/y@sha256:" + "a" * 64 + "\n"
+    )
+    images, complete = scan_spec_text(text)
+    assert complete
+    assert [(str(i.reference), i.target) for i in images] == [
+        ("docker.io/library/alpine:3", True),
+        ("docker.io/library/alpine:a", False),
+        ("ghcr.io/o/app:b", False),
+        ("localhost:5000/x", True),
+        ("localhost:5000/y@sha256:" + "a" * 64, False),
+    ]
+    assert warm_scopes(images, dry_run=False)["docker.io"] == [
+        "repository:library/alpine:pull,push",
+        "repository:library/alpine:pull",
+    ]
+    assert set(warm_scopes(images, dry_run=True)["localhost:5000"]) == {
+        "repository:x:pull",
+        "repository:y:pull",
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "image: ${REGISTRY}/app:1\nmanifests: []\n",
+        "image: r.io/app:1\nmanifests:\n  - {image: r.io/app:a}\n",
+        'image: r.io/app:1\nmanifests:\n  - "image": r.io/app:a\n',
+        "image: NOT A REFERENCE\n",
+    ],
+)
+def test_scan_says_when_it_may_have_missed_an_image(text: str) -> None:
+    _, complete = scan_spec_text(text)
+    assert not complete
+
+
+def test_warm_up_is_bounded_in_hosts() -> None:
+    text = "".join(f"image: r{i}.example/app:1\n---\n" for i in range(MAX_WARM_HOSTS + 3))
+
+    async def main() -> int:
+        warmup = Warmup.start([text], PushOptions())
+        try:
+            return len(warmup._tasks)
+        finally:
+            await warmup.aclose()
+
+    assert asyncio.run(main()) == MAX_WARM_HOSTS

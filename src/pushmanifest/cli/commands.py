@@ -26,29 +26,37 @@ log = logging.getLogger("pushmanifest")
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from ..spec import load_spec_file, load_spec_stream
+    from ..pusher.warm import read_spec_text
 
     options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
-    specs = []
-    problems = []
-    for path in args.specs:
-        try:
-            if path == "-":
-                specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
-            else:
-                specs.extend(load_spec_file(path))
-        except SpecError as exc:
-            problems.extend(exc.problems)
-        except OSError as exc:
-            raise InputError(f"cannot read spec {path}: {exc.strerror or exc}") from exc
-    if problems:
-        raise SpecError(problems)
-    if args.annotations:
-        from ..fromargs import parse_annotations, with_annotations
 
-        annotations = parse_annotations(args.annotations)
-        specs = [with_annotations(spec, annotations) for spec in specs]
-    return _push_and_print(specs, options, as_json=args.json)
+    def load() -> list[ManifestListSpec]:
+        from ..spec import load_spec_file, load_spec_stream
+
+        specs = []
+        problems = []
+        for path in args.specs:
+            try:
+                if path == "-":
+                    specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
+                else:
+                    specs.extend(load_spec_file(path))
+            except SpecError as exc:
+                problems.extend(exc.problems)
+            except OSError as exc:
+                raise InputError(f"cannot read spec {path}: {exc.strerror or exc}") from exc
+        if problems:
+            raise SpecError(problems)
+        if args.annotations:
+            from ..fromargs import parse_annotations, with_annotations
+
+            annotations = parse_annotations(args.annotations)
+            specs = [with_annotations(spec, annotations) for spec in specs]
+        return specs
+
+    # The registries the raw specs name are warmed while they load (pusher.warm).
+    texts = [text for path in args.specs if path != "-" for text in [read_spec_text(path)] if text]
+    return _push_and_print(load, options, as_json=args.json, texts=texts)
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
@@ -61,7 +69,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         tags=args.tags,
         annotations=parse_annotations(args.annotations),
     )
-    return _push_and_print([spec], _push_options(args), as_json=args.json)
+    return _push_and_print(lambda: [spec], _push_options(args), as_json=args.json)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -112,12 +120,17 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _push_and_print(
-    specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
+    load: Callable[[], Sequence[ManifestListSpec]],
+    options: PushOptions,
+    *,
+    as_json: bool,
+    texts: Sequence[str] = (),
 ) -> int:
-    from ..pusher import partial_push, push_async
+    from ..pusher import partial_push
+    from ..pusher.warm import push_loading_async
 
     try:
-        results = _run_interruptibly(lambda: push_async(specs, options))
+        results = _run_interruptibly(lambda: push_loading_async(load, options, texts=texts))
     except BaseException as exc:
         # Scripts read stdout: every list that was written is printed even when the run failed.
         partial = partial_push(exc)

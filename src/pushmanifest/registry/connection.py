@@ -9,6 +9,7 @@ status into a decoded error.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import email.utils
 import logging
@@ -46,6 +47,9 @@ _Self = TypeVar("_Self", bound="Connection")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: The longest a Retry-After may make us wait, whatever the registry asks.
 MAX_RETRY_AFTER = 60.0
+#: Set in a warm-up's task (see .warmup): its requests are tried once and say nothing (no retry
+#: warnings); what failed is left for the run to meet again, and report.
+QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("pushmanifest_quiet", default=False)
 
 
 class Connection:
@@ -259,7 +263,7 @@ class Connection:
         connection failures, timeouts, 408, 429 and 5xx gateway errors are retried with
         exponential backoff and jitter, honouring Retry-After.
         """
-        attempts = max(1, self.options.retries) if retry else 1
+        attempts = max(1, self.options.retries) if retry and not QUIET.get() else 1
 
         def build() -> httpx.Request:  # afresh for each attempt: auth sets its headers
             return self._client.build_request(
