@@ -143,19 +143,18 @@ class Connection:
             # from a token registry), the auth flow still answers it, at a few extra requests.
             needed = self.credentials is not None or self._is_docker_hub
             response = await self._ping_once(needed)
-            # Only once it succeeded: a ping that failed ahead of the run (see warm) is made
-            # again by the run, which reports its failure.
-            self._pinged = True
-            if response is None:
-                return
-            if response.status_code == 401:
+            status = response.status_code if response is not None else 0
+            if response is not None and status == 401:
                 # The token answer is a small document too: bounded in all.
                 await self._within_limit(
                     self.auth.prime(self._client, response), "authenticate with", self.host
                 )
-            elif response.status_code >= 400 and response.status_code != 404:
+            elif status >= 400 and status != 404:
                 # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
-                log.debug("ping %s answered %d", self.host, response.status_code)
+                log.debug("ping %s answered %d", self.host, status)
+            # Only once it succeeded: a ping that failed ahead of the run (see .warmup) is made
+            # again by the run, which reports its failure.
+            self._pinged = True
 
     async def _ping_once(self, needed: bool) -> Optional[httpx.Response]:
         """The ping's answer; None where it is not ``needed`` and the scheme is known."""
