@@ -10,6 +10,7 @@ from bench import Results
 from measure import Cell, median, ms, value, verdict
 from scenarios import BULK_ARCHS, BULK_LISTS, BULK_PER_FILE, BULK_TARGET, DELAY, tags_size
 from targets import targets
+from tls_targets import tls_matrix_section, tls_targets
 
 Row = list[object]
 
@@ -32,7 +33,15 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     lines += bulk_section(res)
     if res.tls:
         lines += tls_section(res)
+    if res.tls_matrix:
+        lines += tls_matrix_section(res)
     lines += section("Targets of issue 4", ["#", "target", "measured", "met"], targets(res, sizes))
+    if res.tls_matrix:
+        lines += section(
+            "Targets of issue 12 (TLS, TCP-level round-trip time)",
+            ["#", "target", "measured", "met"],
+            tls_targets(res),
+        )
     if res.notes:
         lines += ["", *(f"- {n}" for n in res.notes)]
     return "\n".join(lines) + "\n"
