@@ -125,6 +125,8 @@ class _Run:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+        if self._warmup is not None:  # what the run did not claim, and what it never used
+            await self._warmup.aclose()
 
     def client(self, registry: str) -> RegistryClient:
         return self._clients[registry]
