@@ -398,3 +398,28 @@ def test_warm_up_is_bounded_in_hosts() -> None:
             await warmup.aclose()
 
     assert asyncio.run(main()) == MAX_WARM_HOSTS
+
+
+@pytest.mark.parametrize("how", ["fifo", "stdin"])
+def test_a_spec_read_once_is_left_to_the_loader(
+    open_registry: Any, tmp_path: Path, how: str
+) -> None:
+    """A FIFO or standard input can be read once: the warm-up does not peek at it."""
+    repo = seeded(open_registry, "warm/probe", None)
+    text = spec_text(open_registry.host, repo, fresh_tag())
+    if how == "stdin":
+        result = run_cli("from-spec", "--dry-run", "-", stdin=text, cwd=tmp_path, timeout=60)
+    else:
+        fifo = tmp_path / "spec.yaml"
+        os.mkfifo(fifo)
+
+        def write() -> None:
+            with open(fifo, "w") as stream:
+                stream.write(text)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        result = run_cli("from-spec", "--dry-run", str(fifo), cwd=tmp_path, timeout=60)
+        writer.join(10)
+    assert result.returncode == 0, result.stderr
+    assert "Digest: sha256:" in result.stdout

@@ -54,8 +54,10 @@ def _run_from_spec(args: argparse.Namespace) -> int:
             specs = [with_annotations(spec, annotations) for spec in specs]
         return specs
 
-    # The registries the raw specs name are warmed while they load (pusher.warm).
-    texts = [text for path in args.specs if path != "-" for text in [read_spec_text(path)] if text]
+    # The registries the raw specs name are warmed while they load (pusher.warm); not when one
+    # is standard input or a FIFO (read once, by the loader, in this thread).
+    read = [read_spec_text(path) if path != "-" else None for path in args.specs]
+    texts = [text for text in read if text is not None] if None not in read else []
     return _push_and_print(load, options, as_json=args.json, texts=texts)
 
 
@@ -126,11 +128,15 @@ def _push_and_print(
     as_json: bool,
     texts: Sequence[str] = (),
 ) -> int:
-    from ..pusher import partial_push
+    from ..pusher import partial_push, push_async
     from ..pusher.warm import push_loading_async
 
     try:
-        results = _run_interruptibly(lambda: push_loading_async(load, options, texts=texts))
+        if texts:  # regular files only: nothing there waits for input
+            results = _run_interruptibly(lambda: push_loading_async(load, options, texts=texts))
+        else:  # standard input, FIFOs: read here, where a signal stops the read
+            specs = load()
+            results = _run_interruptibly(lambda: push_async(specs, options))
     except BaseException as exc:
         # Scripts read stdout: every list that was written is printed even when the run failed.
         partial = partial_push(exc)

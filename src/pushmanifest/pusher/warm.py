@@ -15,7 +15,9 @@ the warm-up cancelled and closed first.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
@@ -199,24 +201,25 @@ async def push_loading_async(
 ) -> list[PushResult]:
     """Push the lists ``load()`` returns, calling it in a worker thread while the registries the
     raw spec ``texts`` name are warmed (:class:`Warmup`). What ``load`` raises is raised, once
-    the warm-up has been stopped and closed."""
+    the warm-up has been stopped and closed. ``load`` must not wait for input that may never
+    come (standard input, a FIFO): a signal cannot stop a worker thread."""
     from .run import push_async
 
-    warmup = Warmup.start(texts, options) if texts else None
+    warmup = Warmup.start(texts, options)
     try:
-        loop = asyncio.get_running_loop()
-        specs = await loop.run_in_executor(None, load)
+        specs = await asyncio.get_running_loop().run_in_executor(None, load)
         return await push_async(specs, options, warmup=warmup)
     finally:
-        if warmup is not None:
-            await warmup.aclose()
+        await warmup.aclose()
 
 
 def read_spec_text(path: str, limit: int = MAX_SCANNED_CHARS) -> Optional[str]:
-    """A spec file's raw text for :class:`Warmup` (None where it cannot be read: the loader
-    will say why)."""
+    """A spec file's raw text for :class:`Warmup`; None where it is not a regular file (a FIFO
+    or a device must be read once, by the loader) or cannot be read (the loader will say why)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as stream:
             return stream.read(limit).decode("utf-8", "replace")
-    except OSError:
+    except (OSError, ValueError):
         return None
