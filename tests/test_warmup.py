@@ -423,3 +423,44 @@ def test_a_spec_read_once_is_left_to_the_loader(
         writer.join(10)
     assert result.returncode == 0, result.stderr
     assert "Digest: sha256:" in result.stdout
+
+
+def test_tls_loopback_registry_is_probed_by_a_handshake_and_never_downgraded(
+    tls_registry: Any,
+) -> None:
+    """The probe's handshake succeeds: HTTPS, and that connection (and the others opened ahead,
+    handshaken already) serve the run's requests: the pool opens none of its own."""
+    from pushmanifest.registry import RegistryClient
+    from pushmanifest.registry.warmup import ReadyConnections, close_ready, warm_client
+
+    repo = seeded(tls_registry, f"{USER}/probe", USER)
+    credentials = Credentials(
+        username=USER, password=Secret(tls_registry.users[USER]), source="test"
+    )
+    options = ClientOptions(ca_file=str(tls_registry.ca_file))
+
+    async def main() -> None:
+        client = RegistryClient(tls_registry.host, credentials=credentials, options=options)
+        try:
+            await warm_client(client, 2)
+            assert client._scheme == "https" and client._pinged
+            backend = client.http._transport._pool._network_backend  # type: ignore[attr-defined]
+            assert isinstance(backend, ReadyConnections)
+            opened = []
+            original = backend._backend.connect_tcp
+
+            async def counting(*args: Any, **kwargs: Any) -> Any:
+                opened.append(args)
+                return await original(*args, **kwargs)
+
+            backend._backend.connect_tcp = counting  # type: ignore[method-assign]
+            found = await asyncio.gather(
+                *(client.head_manifest(repo, f"src{i}") for i in range(len(PLATFORMS)))
+            )
+            assert all(d is not None for d in found)
+            assert opened == []  # the ping's connection and the one opened ahead
+        finally:
+            await client.aclose()
+            await close_ready(client)
+
+    asyncio.run(main())

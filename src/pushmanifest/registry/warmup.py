@@ -25,12 +25,17 @@ import httpcore
 import httpx
 
 from ..netbackend import _SocketOption
+from ..reference import DOCKER_HUB_DOMAIN
 from .connection import QUIET, Connection
 from .failures import _is_certificate_error, _is_tls_protocol_error
 
 log = logging.getLogger("pushmanifest")
 
 __all__ = ["QUIET", "ReadyConnections", "warm_client"]
+
+
+#: Token servers known before any ping: a connection to them is opened with the registry's.
+KNOWN_TOKEN_HOSTS = {DOCKER_HUB_DOMAIN: ("auth.docker.io", 443)}
 
 
 class _Handshaken(httpcore.AsyncNetworkStream):
@@ -182,6 +187,10 @@ async def warm_client(client: Connection, connections: int, *, ping: bool = True
     QUIET.set(True)
     backend = ready_connections(client)
     try:
+        token_host = KNOWN_TOKEN_HOSTS.get(client.registry)
+        if backend is not None and ping and token_host is not None:
+            tls = _pool_tls(client)
+            backend.open_ahead(*token_host, 1, tls=tls, timeout=client.options.connect_timeout)
         if backend is not None and connections > 0:
             await _open(client, backend, connections)
         if ping:
