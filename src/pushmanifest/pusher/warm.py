@@ -149,7 +149,10 @@ class Warmup:
         from ..registry.warmup import warm_client
         from .run import credentials_for
 
-        credentials = await asyncio.to_thread(credentials_for, self.options, registry, explicit)
+        if explicit:  # the user's own: no docker config to read, no helper to run
+            credentials = credentials_for(self.options, registry, True)
+        else:
+            credentials = await asyncio.to_thread(credentials_for, self.options, registry, False)
         client = RegistryClient(registry, credentials=credentials, options=self.options.client)
         self._clients[registry] = client
         self._all.append(client)

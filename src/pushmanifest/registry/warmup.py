@@ -202,29 +202,28 @@ async def warm_client(client: Connection, connections: int, *, ping: bool = True
 async def _open(client: Connection, backend: ReadyConnections, connections: int) -> None:
     url = httpx.URL(f"http://{client.host}/")
     host, timeout = url.host, client.options.connect_timeout
-    scheme = client._scheme
-    if scheme is None:  # loopback: the first handshake is the probe
-        port = url.port or 443
-        (probe,) = backend.open_ahead(host, port, 1, tls=_pool_tls(client), timeout=timeout)
-        try:
-            await asyncio.shield(probe)
-        except httpcore.ConnectError as exc:
-            if _is_certificate_error(exc):
-                client._scheme = "https"  # TLS it speaks: the run reports the certificate
-                return
-            if not _is_tls_protocol_error(httpx.ConnectError(str(exc))):
-                return  # unreachable, say: the run probes again and says why
-            log.debug("%s does not speak TLS; using plain HTTP", client.host)
-            client._scheme = "http"
-            for task in backend.forget(host, port):
-                task.cancel()
-            backend.open_ahead(host, port, connections, tls=None, timeout=timeout)
-            return
-        except Exception:
-            return
-        client._scheme = "https"
-        connections -= 1
-    else:
-        port = url.port or (443 if scheme == "https" else 80)
-    tls = _pool_tls(client) if client._scheme == "https" else None
-    backend.open_ahead(host, port, connections, tls=tls, timeout=timeout)
+    if client._scheme is not None:
+        port = url.port or (443 if client._scheme == "https" else 80)
+        tls = _pool_tls(client) if client._scheme == "https" else None
+        backend.open_ahead(host, port, connections, tls=tls, timeout=timeout)
+        return
+    # Loopback, scheme unknown: every connection starts its TLS handshake at once (a registry
+    # that speaks TLS pays no probe), and the first to end decides.
+    port = url.port or 443
+    tasks = backend.open_ahead(host, port, connections, tls=_pool_tls(client), timeout=timeout)
+    # (wait() does not cancel them, whatever happens to this task: the pool takes them.)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    exc = next(iter(done)).exception()
+    if exc is None or _is_certificate_error(exc):
+        client._scheme = "https"  # TLS it speaks (a certificate refused is the run's to report)
+        return
+    if not isinstance(exc, httpcore.ConnectError) or not _is_tls_protocol_error(
+        httpx.ConnectError(str(exc))
+    ):
+        return  # unreachable, say: the run probes again and says why
+    log.debug("%s does not speak TLS; using plain HTTP", client.host)
+    client._scheme = "http"
+    for task in backend.forget(host, port):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    backend.open_ahead(host, port, connections, tls=None, timeout=timeout)
