@@ -1,6 +1,6 @@
-"""Issue 12's TLS table and targets (``tls_matrix.py``): what the warm-up (connections, ping and
+"""Issue 12's TLS table and target (``tls_matrix.py``): what the warm-up (connections, ping and
 token while the spec loads) saves over TLS with a TCP-level round-trip time, open and with token
-auth; and pushmanifest against docker manifest where docker rows exist (see tls_matrix.py)."""
+auth. (No docker rows: see tls_matrix.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from bench import Results
 from measure import Cell, ms, value, verdict
 
 Row = list[object]
-TOOL, BEFORE, DOCKER = "pushmanifest", "pushmanifest, no warm-up", "docker manifest"
+TOOL, BEFORE = "pushmanifest", "pushmanifest, no warm-up"
 
 
 def _cells(res: Results) -> dict[tuple[str, float, int], dict[str, Cell]]:
@@ -18,18 +18,12 @@ def _cells(res: Results) -> dict[tuple[str, float, int], dict[str, Cell]]:
     return out
 
 
-def _ratio(a: Cell | None, b: Cell | None) -> str:
-    if a is None or b is None or not (a.ok and b.ok) or not a.wall or not b.wall:
-        return "-"
-    return f"{b.wall / a.wall:.2f}"
-
-
 def tls_matrix_section(res: Results) -> list[str]:
     from report import section
 
     rows: list[Row] = []
     for (auth, rtt, n), tools in _cells(res).items():
-        pm, before, dk = tools.get(TOOL), tools.get(BEFORE), tools.get(DOCKER)
+        pm, before = tools.get(TOOL), tools.get(BEFORE)
         rows.append(
             [
                 auth,
@@ -38,9 +32,7 @@ def tls_matrix_section(res: Results) -> list[str]:
                 ms(pm.wall) if pm else "-",
                 value(pm, "connections"),
                 ms(before.wall) if before else "-",
-                ms(dk.wall) if dk else "skipped",
-                value(dk, "connections") if dk else "-",
-                _ratio(pm, dk),
+                value(before, "connections"),
             ]
         )
     title = (
@@ -48,47 +40,21 @@ def tls_matrix_section(res: Results) -> list[str]:
         "forwarder adding the round-trip time (a connection costs one more round trip, its TLS "
         "handshake one more); pushmanifest with and without its warm-up"
     )
-    header = [
-        "auth",
-        "RTT",
-        "N",
-        "pushmanifest",
-        "TCP conns",
-        "no warm-up",
-        "docker",
-        "docker TCP conns",
-        "docker / pm",
-    ]
+    header = ["auth", "RTT", "N", "pushmanifest", "TCP conns", "no warm-up", "TCP conns"]
     return section(title, header, rows)
 
 
 def tls_targets(res: Results) -> list[Row]:
     out: list[Row] = []
-    by_rtt: dict[float, list[tuple[str, int, Cell, Cell | None, Cell | None]]] = {}
+    by_rtt: dict[float, list[tuple[str, int, Cell, Cell | None]]] = {}
     for (auth, rtt, n), tools in _cells(res).items():
         pm = tools.get(TOOL)
         if pm is not None:
-            by_rtt.setdefault(rtt, []).append((auth, n, pm, tools.get(BEFORE), tools.get(DOCKER)))
+            by_rtt.setdefault(rtt, []).append((auth, n, pm, tools.get(BEFORE)))
     for rtt, cases in by_rtt.items():
-        versus = [(a, n, pm, dk) for a, n, pm, _, dk in cases if dk is not None]
-        if versus:
-            faster = all(
-                pm.ok and dk.ok and (pm.wall or 0) < (dk.wall or 0) for _, _, pm, dk in versus
-            )
-            measured = "; ".join(
-                f"{a} N={n}: {ms(pm.wall)} vs {ms(dk.wall)}" for a, n, pm, dk in versus
-            )
-            out.append(
-                [
-                    "12.2",
-                    f"TLS @ {ms(rtt)}: pushmanifest faster than docker manifest at every N",
-                    measured,
-                    verdict(faster),
-                ]
-            )
         saved = [
             (a, n, pm, before)
-            for a, n, pm, before, _ in cases
+            for a, n, pm, before in cases
             if before is not None and pm.ok and before.ok
         ]
         if saved:
