@@ -465,3 +465,17 @@ def test_tls_loopback_registry_is_probed_by_a_handshake_and_never_downgraded(
             await close_ready(client)
 
     asyncio.run(main())
+
+
+def test_dry_run_warms_with_the_scopes_a_dry_run_asks_for(
+    token_registry: Any, tmp_path: Path
+) -> None:
+    """A dry run pings, authenticates and makes HEADs too: warmed, with pull for the target
+    (what its run registers), so that the warm token is the run's one token."""
+    with gated(token_registry) as route:
+        push(route, token_registry, tmp_path, "--dry-run", "--plain-http", user=USER)
+        assert route.tokens is not None
+        (token,) = route.tokens.requests
+        assert "pull%2Cpush" not in token.path and "pull,push" not in token.path
+        assert route.registry.count("PUT") == 0
+        assert route.depth == 3  # ping, token, HEADs
