@@ -360,7 +360,7 @@ class Connection:
                 raise self._network_error(operation, image, exc) from exc
             except httpx.RequestError as exc:  # a redirect loop: not worth a retry
                 raise _request_error(operation, image, exc) from exc
-        for warning in response.headers.get_list("Warning"):
+        for warning in response.headers.get_list("Warning") if not QUIET.get() else ():
             log.warning("%s: registry warning: %s", self.host, warning)
         if log.isEnabledFor(logging.DEBUG):
             limit = rate_limit(response.headers)
