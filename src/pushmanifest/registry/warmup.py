@@ -115,11 +115,9 @@ class ReadyConnections(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         waiting = self._ready.get((host, port))
         while waiting and local_address is None and socket_options is None:
-            task = waiting.pop(0)
-            try:
-                stream = await task
-            except Exception:  # it failed ahead: connect now, and meet the failure as usual
-                break
+            # What failed ahead is this connection's failure (the request's retries, if any,
+            # connect afresh): a refused certificate is met once, not twice.
+            stream = await waiting.pop(0)
             # A TLS server may send (session tickets) unasked: only a plain one is looked at.
             if isinstance(stream, _Handshaken) or not stream.get_extra_info("is_readable"):
                 return stream
@@ -200,30 +198,29 @@ async def warm_client(client: Connection, connections: int, *, ping: bool = True
 
 
 async def _open(client: Connection, backend: ReadyConnections, connections: int) -> None:
+    """One connection first; once its handshake has succeeded, the others. A registry whose
+    certificate is refused, or that is not there, sees one attempt (which the pool's first
+    connection then meets: no second one); a loopback registry's scheme is learnt from it."""
     url = httpx.URL(f"http://{client.host}/")
     host, timeout = url.host, client.options.connect_timeout
-    if client._scheme is not None:
-        port = url.port or (443 if client._scheme == "https" else 80)
-        tls = _pool_tls(client) if client._scheme == "https" else None
-        backend.open_ahead(host, port, connections, tls=tls, timeout=timeout)
-        return
-    # Loopback, scheme unknown: every connection starts its TLS handshake at once (a registry
-    # that speaks TLS pays no probe), and the first to end decides.
-    port = url.port or 443
-    tasks = backend.open_ahead(host, port, connections, tls=_pool_tls(client), timeout=timeout)
-    # (wait() does not cancel them, whatever happens to this task: the pool takes them.)
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    exc = next(iter(done)).exception()
-    if exc is None or _is_certificate_error(exc):
+    scheme = client._scheme
+    port = url.port or (80 if scheme == "http" else 443)
+    tls = _pool_tls(client) if scheme != "http" else None
+    (first,) = backend.open_ahead(host, port, 1, tls=tls, timeout=timeout)
+    # (wait() does not cancel it, whatever happens to this task: the pool takes it.)
+    await asyncio.wait([first])
+    exc = first.exception()
+    if scheme is None:  # loopback: this handshake was the probe
+        if isinstance(exc, httpcore.ConnectError) and _is_tls_protocol_error(
+            httpx.ConnectError(str(exc))
+        ):
+            log.debug("%s does not speak TLS; using plain HTTP", client.host)
+            client._scheme = "http"
+            backend.forget(host, port)  # the probe: done, its failure read
+            backend.open_ahead(host, port, connections, tls=None, timeout=timeout)
+            return
+        if exc is not None and not _is_certificate_error(exc):
+            return  # unreachable, say: the run probes again and says why
         client._scheme = "https"  # TLS it speaks (a certificate refused is the run's to report)
-        return
-    if not isinstance(exc, httpcore.ConnectError) or not _is_tls_protocol_error(
-        httpx.ConnectError(str(exc))
-    ):
-        return  # unreachable, say: the run probes again and says why
-    log.debug("%s does not speak TLS; using plain HTTP", client.host)
-    client._scheme = "http"
-    for task in backend.forget(host, port):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    backend.open_ahead(host, port, connections, tls=None, timeout=timeout)
+    if exc is None:
+        backend.open_ahead(host, port, connections - 1, tls=tls, timeout=timeout)
