@@ -26,6 +26,7 @@ from scenarios import (
     startup_cases,
     tags_size,
 )
+from startup import STARTUP_ARCHS, FloorComparison, compare
 
 from support.registry import start_open_registry, start_token_registry
 
@@ -39,6 +40,7 @@ class Results:
     tags: dict[str, Cell] = field(default_factory=dict)
     no_platform: dict[tuple[str, int], Cell] = field(default_factory=dict)
     startup: list[tuple[str, list[float], Optional[float]]] = field(default_factory=list)
+    floor: list[FloorComparison] = field(default_factory=list)  # time to first request
     bulk: list[tuple[str, Cell]] = field(default_factory=list)
     bulk_in_flight: dict[str, int] = field(default_factory=dict)  # label -> --max-concurrency
     tls: list[tuple[str, str, float, Cell]] = field(default_factory=list)
@@ -84,6 +86,7 @@ class Bench:
         with self.registries():
             self.seed()
             self.startup()
+            self.startup_floor()
             self.push_matrix()
             self.extra_tags_and_configs()
             self.bulk()
@@ -196,6 +199,18 @@ class Bench:
             timed(case.args, env)  # warm the page cache
             times = [timed(case.args, env) for _ in range(count)]
             self.results.startup.append((case.label, times, case.target))
+
+    def startup_floor(self) -> None:
+        """Time to first request, pushmanifest and ``floor.py`` alternating (``startup.py``)."""
+        runs = 5 if self.quick else 11
+        for name, site in self.sites.items():
+            log(f"start-up: time to first request, pushmanifest and its floor, {name}")
+            site.set_delay(0.0)
+
+            def make_spec(site: Site = site) -> Path:
+                return self.spec(site, STARTUP_ARCHS)
+
+            self.results.floor.append(compare(site, make_spec, runs, STARTUP_ARCHS))
 
     # -- bulk -----------------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ BAD_TEXT: dict[str, list[str]] = {
     "--target": ["", "UPPER/app", f"{NOWHERE}/app@sha256:zz"],
     "--tags": ["bad tag!", "-leading-dash", "t" * 129],
     "--annotations": ["noequals", "=value"],
+    "--metadata-file": ["", "/", "/nonexistent-dir/metadata.json"],
     "specs": ["MISSING", "BAD_JSON"],
     "ref": ["", "UPPER::bad", f"{NOWHERE}/app@sha256:zz"],
 }

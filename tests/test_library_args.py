@@ -95,8 +95,8 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
         "unknown-option",
         lambda: push(SPEC, dryrun=True),
         "push: unknown option dryrun (known: append, check_platform, client, credentials, "
-        "deadline, docker_config, dry_run, force, ignore_missing, list_type, strict_platform, "
-        "wait)",
+        "deadline, docker_config, dry_run, force, ignore_missing, list_type, referrers, "
+        "strict_platform, wait)",
     ),
     (
         "timeout-nan",

@@ -351,7 +351,8 @@ def test_scan_finds_targets_and_sources_as_the_loader_names_them() -> None:
     text = (
         "image: alpine:3\nmanifests:\n  - image: docker.io/library/alpine:a # amd64\n"
         "    platform: {os: linux, architecture: amd64}\n"
-        "  - image: 'ghcr.io/o/app:b'\n---\nimage: localhost:5000/x\nmanifests:\n"
+        "  - image: 'ghcr.io/o/app:b'\n  - image: oci:out/riscv64:2\n"
+        "---\nimage: localhost:5000/x\nmanifests:\n"
         "- image: localhost:5000/y@sha256:" + "a" * 64 + "\n"
     )
     images, complete = scan_spec_text(text)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "PushOptions": "pusher",
     "PushResult": "pusher",
     "PushedEntry": "pusher",
+    "Referrer": "pusher",
     "ClientOptions": "registry",
     "RegistryClient": "registry",
     "load_spec_file": "spec",
@@ -35,6 +36,7 @@ _EXPORTS = {
     "ManifestListSpec": "spec",
     "ManifestEntrySpec": "spec",
     "Reference": "reference",
+    "LayoutReference": "reference",
     "Platform": "platform",
     "Descriptor": "manifest",
     "ManifestList": "manifest",
@@ -64,6 +66,7 @@ __all__ = [
     "InspectResult",
     "InvalidPlatformError",
     "InvalidReferenceError",
+    "LayoutReference",
     "ManifestEntrySpec",
     "ManifestList",
     "ManifestListSpec",
@@ -75,6 +78,7 @@ __all__ = [
     "PushResult",
     "PushedEntry",
     "Reference",
+    "Referrer",
     "RegistryClient",
     "RegistryError",
     "Secret",
@@ -109,8 +113,8 @@ if TYPE_CHECKING:
     from .inspecting import InspectOptions, InspectResult, inspect, inspect_async
     from .manifest import Descriptor, ManifestList, build_manifest_list
     from .platform import Platform
-    from .pusher import PushedEntry, PushOptions, PushResult, push, push_async
-    from .reference import Reference
+    from .pusher import PushedEntry, PushOptions, PushResult, Referrer, push, push_async
+    from .reference import LayoutReference, Reference
     from .registry import ClientOptions, RegistryClient
     from .spec import (
         ManifestEntrySpec,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..errors import InputError
-from ..reference import Reference
+from ..reference import Reference, is_layout_text
 
 if TYPE_CHECKING:
     from ..registry import RegistryClient
@@ -74,6 +74,8 @@ def scan_spec_text(text: str) -> tuple[list[ScannedImage], bool]:
         if count_lines > MAX_SCANNED_IMAGES:
             return found, False
         value = match.group("value").strip("'\"")
+        if is_layout_text(value):
+            continue  # an OCI layout on disk: no registry, no scope
         try:
             if "$" in value:
                 raise InputError(value)

@@ -31,7 +31,7 @@ from typing_extensions import Self, TypeAlias
 
 from ..errors import InvalidPlatformError, InvalidReferenceError, SpecError
 from ..platform import Platform, normalize_platform
-from ..reference import Reference
+from ..reference import LayoutReference, Reference, SourceImage, is_layout_text
 from .problems import CODE_FILENAME, Loc, validation_problems
 from .variables import expand
 
@@ -114,7 +114,15 @@ def _parse_reference(value: Any, info: ValidationInfo) -> tuple[Reference, str]:
         raise _problem_error(f"{exc}{_from_note(value, text)}") from None
 
 
-def _source_reference(value: Any, info: ValidationInfo) -> Reference:
+def _source_reference(value: Any, info: ValidationInfo) -> SourceImage:
+    if isinstance(value, LayoutReference):
+        return value
+    if isinstance(value, str) and is_layout_text(value):  # oci:PATH[:TAG], a layout on disk
+        text = _expanded(value, info)
+        try:
+            return LayoutReference.parse(text)
+        except InvalidReferenceError as exc:
+            raise _problem_error(f"{exc}{_from_note(value, text)}") from None
     return _parse_reference(value, info)[0]
 
 
@@ -171,7 +179,7 @@ def _entry_platform(value: Optional[PlatformSpec]) -> Optional[Platform]:
     return None if value is None else value.platform
 
 
-def _reference_text(value: Reference) -> str:
+def _reference_text(value: SourceImage) -> str:
     return str(value)
 
 
@@ -180,13 +188,13 @@ def _serialize_platform(value: Optional[Platform]) -> Optional[dict[str, object]
 
 
 if TYPE_CHECKING:
-    SourceReference: TypeAlias = Reference
+    SourceReference: TypeAlias = SourceImage
     TargetReference: TypeAlias = Reference
     TagText: TypeAlias = str
     PlatformField: TypeAlias = Optional[Platform]
 else:
     SourceReference = Annotated[
-        Reference,
+        SourceImage,
         PlainValidator(_source_reference),
         PlainSerializer(_reference_text, return_type=str),
     ]
