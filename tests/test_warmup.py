@@ -225,12 +225,13 @@ def test_ping_and_token_while_the_spec_loads_and_the_run_reuses_them(
 def test_loopback_scheme_probed_and_connections_opened_while_the_spec_loads(
     open_registry: Any,
 ) -> None:
-    """No --plain-http: the TLS probe (a handshake) and a connection per first-wave request (2
-    sources and the target tag) are done before the spec has loaded; the run opens no other."""
+    """No --plain-http: a TLS handshake is tried on a connection per first-wave request (2
+    sources and the target tag; the first to fail decides plain HTTP), then those connections
+    are opened again for plain HTTP, all before the spec has loaded; the run opens no other."""
     repo = seeded(open_registry, "warm/probe", None)
     with gated(open_registry, gate_requests=False) as route:
         text = spec_text(route.registry.host, repo, fresh_tag())
-        ahead = 1 + len(PLATFORMS) + 1  # the probe, then one per HEAD
+        ahead = 2 * (len(PLATFORMS) + 1)  # one per HEAD: TLS tried, then plain
 
         def load() -> list[ManifestListSpec]:
             wait_until(lambda: route.registry.connections >= ahead, "the connections, ahead")

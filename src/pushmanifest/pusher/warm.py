@@ -126,17 +126,21 @@ class Warmup:
             found, whole = scan_spec_text(text)
             images += found
             complete = complete and whole
+        # A connection per request of the run's first wave: a HEAD per source, and per target
+        # unless a dry run (without --append) leaves the targets alone.
+        heads_targets = not options.dry_run or options.append
         registries: dict[str, int] = {}
         targets = set()
         for image in images:
-            registries[image.reference.registry] = registries.get(image.reference.registry, 0) + 1
+            registry = image.reference.registry
+            heads = 1 if heads_targets or not image.target else 0
+            registries[registry] = registries.get(registry, 0) + heads
             if image.target:
-                targets.add(image.reference.registry)
+                targets.add(registry)
         scopes = warm_scopes(images, options.dry_run)
         for registry in list(registries)[:MAX_WARM_HOSTS]:
             explicit = options.credentials is not None and registry in targets
-            # Each reference is a request of the first wave (a HEAD): a connection each.
-            connections = min(registries[registry], max(1, options.client.max_concurrency))
+            connections = min(max(1, registries[registry]), max(1, options.client.max_concurrency))
             # The token only where every scope is known: else the run would need another.
             warmup._tasks[registry] = asyncio.ensure_future(
                 warmup._warm(registry, explicit, scopes[registry] if complete else [], connections)

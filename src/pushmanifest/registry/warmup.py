@@ -198,29 +198,29 @@ async def warm_client(client: Connection, connections: int, *, ping: bool = True
 
 
 async def _open(client: Connection, backend: ReadyConnections, connections: int) -> None:
-    """One connection first; once its handshake has succeeded, the others. A registry whose
-    certificate is refused, or that is not there, sees one attempt (which the pool's first
-    connection then meets: no second one); a loopback registry's scheme is learnt from it."""
+    """Every connection at once (their TCP and TLS round trips overlap); a connection that fails
+    ahead is the pool's first failure for it (a refused certificate is met once per connection,
+    not again). A loopback registry's scheme is learnt from the first handshake to end."""
     url = httpx.URL(f"http://{client.host}/")
     host, timeout = url.host, client.options.connect_timeout
     scheme = client._scheme
     port = url.port or (80 if scheme == "http" else 443)
     tls = _pool_tls(client) if scheme != "http" else None
-    (first,) = backend.open_ahead(host, port, 1, tls=tls, timeout=timeout)
-    # (wait() does not cancel it, whatever happens to this task: the pool takes it.)
-    await asyncio.wait([first])
-    exc = first.exception()
-    if scheme is None:  # loopback: this handshake was the probe
-        if isinstance(exc, httpcore.ConnectError) and _is_tls_protocol_error(
-            httpx.ConnectError(str(exc))
-        ):
-            log.debug("%s does not speak TLS; using plain HTTP", client.host)
-            client._scheme = "http"
-            backend.forget(host, port)  # the probe: done, its failure read
-            backend.open_ahead(host, port, connections, tls=None, timeout=timeout)
-            return
-        if exc is not None and not _is_certificate_error(exc):
-            return  # unreachable, say: the run probes again and says why
+    tasks = backend.open_ahead(host, port, connections, tls=tls, timeout=timeout)
+    if scheme is not None:
+        return
+    # (wait() does not cancel them, whatever happens to this task: the pool takes them.)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    exc = next(iter(done)).exception()
+    if isinstance(exc, httpcore.ConnectError) and _is_tls_protocol_error(
+        httpx.ConnectError(str(exc))
+    ):
+        log.debug("%s does not speak TLS; using plain HTTP", client.host)
+        client._scheme = "http"
+        for task in backend.forget(host, port):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        backend.open_ahead(host, port, connections, tls=None, timeout=timeout)
+    elif exc is None or _is_certificate_error(exc):
         client._scheme = "https"  # TLS it speaks (a certificate refused is the run's to report)
-    if exc is None:
-        backend.open_ahead(host, port, connections - 1, tls=tls, timeout=timeout)
+    # else unreachable, say: the run probes again and says why
