@@ -480,3 +480,4 @@ def test_dry_run_warms_with_the_scopes_a_dry_run_asks_for(
         assert "pull%2Cpush" not in token.path and "pull,push" not in token.path
         assert route.registry.count("PUT") == 0
         assert route.depth == 3  # ping, token, HEADs
+        assert route.registry.connections == len(PLATFORMS)  # none for the target: no HEAD
