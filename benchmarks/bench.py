@@ -46,6 +46,8 @@ class Results:
     bulk_in_flight: dict[str, int] = field(default_factory=dict)  # label -> --max-concurrency
     bulk_cpu: dict[int, Cell] = field(default_factory=dict)  # lists -> bulk runs, no latency
     tls: list[tuple[str, str, float, Cell]] = field(default_factory=list)
+    #: (auth, rtt, N, tool, cell): tls_matrix.py
+    tls_matrix: list[tuple[str, float, int, str, Cell]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     load_after: str = ""
 
@@ -95,6 +97,9 @@ class Bench:
             from tls_push import tls_section
 
             tls_section(self)
+        from tls_matrix import tls_matrix_section
+
+        tls_matrix_section(self)
         self.results.load_after = load_average()
         return self.results
 

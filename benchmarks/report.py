@@ -19,6 +19,7 @@ from scenarios import (
     tags_size,
 )
 from targets import cpu_per_request, issue12_targets, peak_rss, targets
+from tls_targets import tls_matrix_section, tls_targets
 
 Row = list[object]
 
@@ -43,12 +44,20 @@ def report(res: Results, sizes: Sequence[int]) -> str:
     lines += cpu_memory_section(res)
     if res.tls:
         lines += tls_section(res)
+    if res.tls_matrix:
+        lines += tls_matrix_section(res)
     lines += section("Targets of issue 4", ["#", "target", "measured", "met"], targets(res, sizes))
     lines += section(
         "Targets of issue 12 (bulk, memory)",
         ["#", "target", "measured", "met"],
         issue12_targets(res),
     )
+    if res.tls_matrix:
+        lines += section(
+            "Targets of issue 12 (TLS, TCP-level round-trip time)",
+            ["#", "target", "measured", "met"],
+            tls_targets(res),
+        )
     if res.notes:
         lines += ["", *(f"- {n}" for n in res.notes)]
     return "\n".join(lines) + "\n"

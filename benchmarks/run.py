@@ -27,6 +27,10 @@ What it does, all on 127.0.0.1:
 * counts TCP connections against requests (keep-alive), and over TLS (the TLS registry behind
   a TCP forwarder that adds a round-trip time) compares HTTP/1.1 with HTTP/2 (when the ``h2``
   package is installed; ``benchmarks/variant.py`` turns it on).
+* issue 12's TLS matrix (``tls_matrix.py``, in ``--quick`` too at 50 ms): a TLS registry, open
+  and with token auth (the token server over TLS too), behind TCP forwarders adding 50 and
+  150 ms, N = 2..16, pushmanifest with and without its warm-up (connections, ping and token
+  while the spec loads; ``variant.py --no-warmup``).
 
 It prints a Markdown report and writes it to ``--out`` (default
 ``benchmarks/results/latest.md``).

@@ -28,29 +28,41 @@ log = logging.getLogger("pushmanifest")
 
 
 def _run_from_spec(args: argparse.Namespace) -> int:
-    from ..spec import load_spec_file, load_spec_stream
+    from ..pusher.warm import read_spec_text
 
     options = _push_options(args)  # first: --password-stdin reads stdin before a '-' spec
-    specs = []
-    problems = []
-    for path in args.specs:
-        try:
-            if path == "-":
-                specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
-            else:
-                specs.extend(load_spec_file(path))
-        except SpecError as exc:
-            problems.extend(exc.problems)
-        except OSError as exc:
-            raise InputError(f"cannot read spec {path}: {exc.strerror or exc}") from exc
-    if problems:
-        raise SpecError(problems)
-    if args.annotations:
-        from ..fromargs import parse_annotations, with_annotations
 
-        annotations = parse_annotations(args.annotations)
-        specs = [with_annotations(spec, annotations) for spec in specs]
-    return _push_and_print(specs, options, as_json=args.json, metadata_file=args.metadata_file)
+    def load() -> list[ManifestListSpec]:
+        from ..spec import load_spec_file, load_spec_stream
+
+        specs = []
+        problems = []
+        for path in args.specs:
+            try:
+                if path == "-":
+                    specs.extend(load_spec_stream(sys.stdin, "<stdin>"))
+                else:
+                    specs.extend(load_spec_file(path))
+            except SpecError as exc:
+                problems.extend(exc.problems)
+            except OSError as exc:
+                raise InputError(f"cannot read spec {path}: {exc.strerror or exc}") from exc
+        if problems:
+            raise SpecError(problems)
+        if args.annotations:
+            from ..fromargs import parse_annotations, with_annotations
+
+            annotations = parse_annotations(args.annotations)
+            specs = [with_annotations(spec, annotations) for spec in specs]
+        return specs
+
+    # The registries the raw specs name are warmed while they load (pusher.warm); not when one
+    # is standard input or a FIFO (read once, by the loader, in this thread).
+    read = [read_spec_text(path) if path != "-" else None for path in args.specs]
+    texts = [text for text in read if text is not None] if None not in read else []
+    return _push_and_print(
+        load, options, as_json=args.json, texts=texts, metadata_file=args.metadata_file
+    )
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
@@ -64,7 +76,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         annotations=parse_annotations(args.annotations),
     )
     return _push_and_print(
-        [spec], _push_options(args), as_json=args.json, metadata_file=args.metadata_file
+        lambda: [spec], _push_options(args), as_json=args.json, metadata_file=args.metadata_file
     )
 
 
@@ -116,30 +128,42 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _push_and_print(
-    specs: Sequence[ManifestListSpec],
+    load: Callable[[], Sequence[ManifestListSpec]],
     options: PushOptions,
     *,
     as_json: bool,
+    texts: Sequence[str] = (),
     metadata_file: Optional[str] = None,
 ) -> int:
+    if metadata_file is not None or not texts:
+        # Standard input, a FIFO: read here, where a signal stops the read. --metadata-file: the
+        # spec's errors come before the file's, which is made once the spec has loaded.
+        specs = load()
+        load, texts = (lambda: specs), ()
     # Before any request: a --metadata-file that cannot be written is exit 2 now, not after.
     with _open_metadata_file(metadata_file, as_json=as_json) as metadata:
-        return _push_and_write(specs, options, as_json=as_json, metadata=metadata)
+        return _push_and_write(load, options, as_json=as_json, metadata=metadata, texts=texts)
 
 
 def _push_and_write(
-    specs: Sequence[ManifestListSpec],
+    load: Callable[[], Sequence[ManifestListSpec]],
     options: PushOptions,
     *,
     as_json: bool,
     metadata: Optional[MetadataFile],
+    texts: Sequence[str] = (),
 ) -> int:
     from ..pusher import partial_push, push_async
+    from ..pusher.warm import push_loading_async
 
     # --metadata-file -: the document is stdout, instead of a line (or object) per list.
     printing = metadata is None or metadata.path != "-"
     try:
-        results = _run_interruptibly(lambda: push_async(specs, options))
+        if texts:  # the specs load while their registries are warmed (pusher.warm)
+            results = _run_interruptibly(lambda: push_loading_async(load, options, texts=texts))
+        else:  # loaded already (_push_and_print)
+            specs = load()
+            results = _run_interruptibly(lambda: push_async(specs, options))
     except BaseException as exc:
         # Scripts read stdout: every list that was written is printed even when the run failed.
         partial = partial_push(exc)

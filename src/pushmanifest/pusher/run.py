@@ -42,18 +42,24 @@ if TYPE_CHECKING:
     from ..spec import ManifestListSpec
     from .appending import ExistingList
     from .resolving import Source
+    from .warm import Warmup
 
 
 async def push_async(
-    specs: SpecInput, options: Optional[PushOptions] = None, **kwargs: Any
+    specs: SpecInput,
+    options: Optional[PushOptions] = None,
+    *,
+    warmup: Optional[Warmup] = None,
+    **kwargs: Any,
 ) -> list[PushResult]:
     """Push one list or several in one run (shared connections and tokens); async.
 
     ``kwargs`` are :class:`PushOptions` fields, for convenience: ``push_async(spec, dry_run=True)``.
+    ``warmup``: clients set up ahead (:mod:`.warm`), used where they fit the run.
     """
     spec_list = check_specs("push", specs)
     opts = _merge_options(options, kwargs)
-    async with _Run(opts) as run:
+    async with _Run(opts, warmup) as run:
         try:
             if opts.deadline is None:
                 return await run.push(spec_list)
@@ -90,11 +96,19 @@ def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> Pu
     return opts
 
 
+def credentials_for(options: PushOptions, registry: str, target: bool) -> Optional[Credentials]:
+    """The credentials a run uses for ``registry`` (as _Run._open_clients chooses them)."""
+    explicit = options.credentials if target else None
+    config = None if explicit is not None else load_docker_config(options.docker_config)
+    return resolve_credentials(registry, explicit=explicit, docker_config=config)
+
+
 class _Run:
     """One run: a client per registry, shared by every list in it."""
 
-    def __init__(self, options: PushOptions) -> None:
+    def __init__(self, options: PushOptions, warmup: Optional[Warmup] = None) -> None:
         self.options = options
+        self._warmup = warmup
         self._clients: dict[str, RegistryClient] = {}
         self._docker_config: Optional[DockerConfig] = None
         self._fetched = Memo()
@@ -114,6 +128,8 @@ class _Run:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+        if self._warmup is not None:  # what the run did not claim, and what it never used
+            await self._warmup.aclose()
 
     def client(self, registry: str) -> RegistryClient:
         return self._clients[registry]
@@ -130,6 +146,9 @@ class _Run:
             for ref in [spec.image, *(entry.image for entry in spec.manifests)]
             if isinstance(ref, Reference)  # not an OCI layout on disk
         )
+        if self._warmup is not None:
+            self._clients.update(await self._warmup.claim(registries, targets))
+            registries = [r for r in registries if r not in self._clients]
         if any(self.options.credentials is None or r not in targets for r in registries):
             self._docker_config = load_docker_config(self.options.docker_config)
 

@@ -9,6 +9,7 @@ status into a decoded error.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import email.utils
 import logging
@@ -47,6 +48,9 @@ _Self = TypeVar("_Self", bound="Connection")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: The longest a Retry-After may make us wait, whatever the registry asks.
 MAX_RETRY_AFTER = 60.0
+#: Set in a warm-up's task (see .warmup): its requests are tried once and say nothing (no retry
+#: warnings); what failed is left for the run to meet again, and report.
+QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("pushmanifest_quiet", default=False)
 
 
 class Connection:
@@ -136,46 +140,60 @@ class Connection:
         async with self._ping_lock:
             if self._pinged:
                 return
-            self._pinged = True
-            if self.credentials is None and self._scheme is not None and not self._is_docker_hub:
-                # Without credentials a push only works on an open registry, and there the ping
-                # teaches nothing: skip its round trip. Should a 401 come anyway (anonymous pulls
-                # from a token registry), the auth flow still answers it, at a few extra requests.
-                return
-            response = await self._ping_once()
-            if response.status_code == 401:
+            # Without credentials a push only works on an open registry, and there the ping
+            # teaches nothing: skip its round trip. Should a 401 come anyway (anonymous pulls
+            # from a token registry), the auth flow still answers it, at a few extra requests.
+            needed = self.credentials is not None or self._is_docker_hub
+            response = await self._ping_once(needed)
+            status = response.status_code if response is not None else 0
+            if response is not None and status == 401:
                 # The token answer is a small document too: bounded in all.
                 await self._within_limit(
                     self.auth.prime(self._client, response), "authenticate with", self.host
                 )
-            elif response.status_code >= 400 and response.status_code != 404:
+            elif status >= 400 and status != 404:
                 # Some registries answer /v2/ with 404 or 403; they still serve the API below it.
-                log.debug("ping %s answered %d", self.host, response.status_code)
+                log.debug("ping %s answered %d", self.host, status)
+            # Only once it succeeded: a ping that failed ahead of the run (see .warmup) is made
+            # again by the run, which reports its failure.
+            self._pinged = True
 
-    async def _ping_once(self) -> httpx.Response:
-        if self._scheme is None:
-            # As Docker does for loopback registries: HTTPS first, plain HTTP when the server
-            # does not speak TLS at all (a certificate error stays an error).
-            try:
-                response = await self._send_ping("https")
-                self._scheme = "https"
-                return response
-            except NetworkError as exc:
-                if isinstance(exc.__cause__, httpx.ConnectTimeout):
-                    # On loopback a TCP connect is instant: what hung is the TLS handshake, as
-                    # a plain-HTTP server waiting for a request line does.
-                    raise NetworkError(
-                        f"cannot reach {self.host}: it did not answer the TLS handshake within "
-                        f"{self.options.connect_timeout:g} s; if it serves plain HTTP, pass "
-                        "--plain-http",
-                        operation="reach",
-                        image=self.host,
-                    ) from exc.__cause__
-                if not _is_tls_protocol_error(exc.__cause__):
-                    raise
-                log.debug("%s does not speak TLS; using plain HTTP", self.host)
-                self._scheme = "http"
-        return await self._send_ping(self._scheme)
+    async def _ping_once(self, needed: bool) -> Optional[httpx.Response]:
+        """The ping's answer; None where it is not ``needed`` and the scheme is known."""
+        if self._scheme is not None:
+            return await self._send_ping(self._scheme) if needed else None
+        # A loopback registry: as Docker does, HTTPS first, plain HTTP when the server does not
+        # speak TLS at all (a certificate error stays an error). Where the ping is needed, its
+        # plain-HTTP form goes at the same time (without auth: it carries no secret), so that
+        # the probe costs no round trip of its own; its answer is used only if TLS failed.
+        plain = asyncio.ensure_future(self._send_ping("http")) if needed else None
+        try:
+            response = await self._send_ping("https")
+        except NetworkError as exc:
+            if isinstance(exc.__cause__, httpx.ConnectTimeout):
+                # On loopback a TCP connect is instant: what hung is the TLS handshake, as
+                # a plain-HTTP server waiting for a request line does.
+                raise NetworkError(
+                    f"cannot reach {self.host}: it did not answer the TLS handshake within "
+                    f"{self.options.connect_timeout:g} s; if it serves plain HTTP, pass "
+                    "--plain-http",
+                    operation="reach",
+                    image=self.host,
+                ) from exc.__cause__
+            if not _is_tls_protocol_error(exc.__cause__):
+                raise
+            log.debug("%s does not speak TLS; using plain HTTP", self.host)
+            self._scheme = "http"
+            if plain is None:
+                return None
+            return await plain
+        finally:
+            if plain is not None and not (plain.done() and self._scheme == "http"):
+                plain.cancel()
+                # Its outcome is not wanted (TLS answered, or failed otherwise): retrieved.
+                await asyncio.gather(plain, return_exceptions=True)
+        self._scheme = "https"
+        return response
 
     async def _send_ping(self, scheme: str) -> httpx.Response:
         url = f"{scheme}://{self.host}/v2/"
@@ -246,7 +264,7 @@ class Connection:
         connection failures, timeouts, 408, 429 and 5xx gateway errors are retried with
         exponential backoff and jitter, honouring Retry-After.
         """
-        attempts = max(1, self.options.retries) if retry else 1
+        attempts = max(1, self.options.retries) if retry and not QUIET.get() else 1
 
         def build() -> httpx.Request:  # afresh for each attempt: auth sets its headers
             return self._client.build_request(
@@ -346,7 +364,7 @@ class Connection:
                 raise self._network_error(operation, image, exc) from exc
             except httpx.RequestError as exc:  # a redirect loop: not worth a retry
                 raise _request_error(operation, image, exc) from exc
-        for warning in response.headers.get_list("Warning"):
+        for warning in response.headers.get_list("Warning") if not QUIET.get() else ():
             log.warning("%s: registry warning: %s", self.host, warning)
         if log.isEnabledFor(logging.DEBUG):
             limit = rate_limit(response.headers)
