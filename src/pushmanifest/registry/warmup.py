@@ -155,7 +155,7 @@ def ready_connections(client: Connection) -> Optional[ReadyConnections]:
     has_backend = isinstance(pool, httpcore.AsyncConnectionPool) or getattr(
         pool, "has_network_backend", False
     )
-    if not has_backend or not isinstance(backend, httpcore.AsyncNetworkBackend):
+    if pool is None or not has_backend or not isinstance(backend, httpcore.AsyncNetworkBackend):
         return None
     if not isinstance(backend, ReadyConnections):
         backend = pool._network_backend = ReadyConnections(backend)
