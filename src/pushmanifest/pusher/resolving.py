@@ -17,6 +17,7 @@ from ..errors import InputError, MissingSourcesError, RegistryError
 from ..manifest import Descriptor, descriptor_from_json, json_object
 from ..platform import Platform
 from ..reference import Reference
+from . import selecting
 from .common import (
     IMAGE_MEDIA_TYPES,
     LIST_MEDIA_TYPES,
@@ -131,6 +132,8 @@ async def resolve(run: _Run, source: Source) -> None:
     if source.head.media_type in LIST_MEDIA_TYPES:
         source.entries = await _resolve_list(run, source)
         return
+    if source.entry.platforms is not None:
+        raise selecting.not_a_list(source.entry.image)
     platform = source.entry.platform
     partial = platform is not None and not platform.os
     if platform is None or partial or run.options.check_platform:
@@ -234,7 +237,7 @@ async def _resolve_list(run: _Run, source: Source) -> list[Descriptor]:
         notes = [a for a in attestations if attested_digest(a) in keep]
         annotations = source.entry.annotations or selected.annotations
         return [with_platform(selected, selected.platform, annotations), *notes]
-    return [*images, *attestations]
+    return selecting.filter_list_entries(image, source.entry, run.options, images, attestations)
 
 
 def _complete(partial: Platform, config: Platform) -> Platform:
