@@ -44,6 +44,16 @@ LIST_TYPES: tuple[str, ...] = ("auto", "docker", "oci")
 
 _OCI_MEDIA_TYPES = frozenset({OCI_MANIFEST, OCI_INDEX})
 
+#: RFC 6838's media type: type "/" subtype (restricted-name characters, at most 127 each).
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
+)
+
+
+def is_media_type(text: str) -> bool:
+    """Is ``text`` a media type as RFC 6838 writes one (``application/vnd.example+json``)?"""
+    return bool(_MEDIA_TYPE.match(text))
+
 
 @dataclass(frozen=True)
 class Descriptor:

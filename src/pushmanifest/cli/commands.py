@@ -48,6 +48,11 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 
         annotations = parse_annotations(args.annotations)
         specs = [with_annotations(spec, annotations) for spec in specs]
+    if args.artifact_type is not None or args.subject is not None:
+        from ..fromargs import with_list_fields
+
+        fields = {"artifact_type": args.artifact_type, "subject": args.subject}
+        specs = [with_list_fields(spec, **fields) for spec in specs]
     return _push_and_print(specs, options, as_json=args.json)
 
 
@@ -60,6 +65,8 @@ def _run_from_args(args: argparse.Namespace) -> int:
         target=args.target,
         tags=args.tags,
         annotations=parse_annotations(args.annotations),
+        artifact_type=args.artifact_type,
+        subject=args.subject,
     )
     return _push_and_print([spec], _push_options(args), as_json=args.json)
 
@@ -133,9 +140,13 @@ def _push_and_print(
 
 
 def _push_options(args: argparse.Namespace) -> PushOptions:
+    from ..fromargs import parse_entry_annotations, parse_platform_filter
     from ..pusher import PushOptions
 
     return PushOptions(
+        platforms=parse_platform_filter(getattr(args, "platform", None)),
+        remove_platforms=parse_platform_filter(args.remove, "--remove"),
+        entry_annotations=parse_entry_annotations(args.entry_annotation),
         list_type=args.list_type,
         ignore_missing=args.ignore_missing,
         dry_run=args.dry_run,

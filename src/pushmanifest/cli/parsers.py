@@ -17,10 +17,13 @@ USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
                     [--append] [--check-platform] [--strict-platform]
                     [--force] [--wait SECONDS]
+                    [--platform OS/ARCH[/VARIANT],...] [--remove OS/ARCH[/VARIANT],...]
+                    [--artifact-type TYPE] [--subject IMAGE[:TAG|@DIGEST]]
+                    [--entry-annotation PLATFORM:KEY=VALUE,...]
                     [--annotations KEY=VALUE,...] [--dry-run] [--json] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
-                    [the options of from-spec but SPEC]
+                    [the options of from-spec but SPEC and --platform]
        pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
        pushmanifest validate [--allow-unset-env] SPEC [SPEC ...]
        pushmanifest schema
@@ -57,6 +60,11 @@ _VALUE_OPTIONS = {
     "--tags",
     "--annotations",
     "--wait",
+    "--artifact-type",
+    "--subject",
+    "--entry-annotation",
+    "--platform",
+    "--remove",
 }
 
 
@@ -223,6 +231,7 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
         help="annotations of the list (OCI index only: use with --type oci); repeatable or "
         "comma-separated; for from-spec, merged over the spec's own",
     )
+    _add_list_field_options(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -230,6 +239,36 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per list instead of Digest:"
+    )
+
+
+def _add_list_field_options(parser: argparse.ArgumentParser) -> None:
+    """OCI 1.1 fields, entry annotations and --remove (from-spec and from-args)."""
+    parser.add_argument(
+        "--artifact-type",
+        metavar="TYPE",
+        help="OCI 1.1: the index's artifactType, a media type (needs --type oci); for "
+        "from-spec, over the spec's",
+    )
+    parser.add_argument(
+        "--subject",
+        metavar="IMAGE[:TAG|@DIGEST]",
+        help="OCI 1.1: the manifest the index refers to, read with a HEAD (needs --type oci); "
+        "for from-spec, over the spec's",
+    )
+    parser.add_argument(
+        "--entry-annotation",
+        action="append",
+        metavar="PLATFORM:KEY=VALUE,...",
+        help="annotations of the entry of a platform, e.g. linux/amd64:org.example.k=v "
+        "(OCI index only); repeatable; over the spec's",
+    )
+    parser.add_argument(
+        "--remove",
+        action="append",
+        metavar="OS/ARCH[/VARIANT],...",
+        help="with --append: drop these platforms (and their attestations) from the list the "
+        "tag holds; comma-separated or repeated",
     )
 
 
@@ -241,6 +280,13 @@ def _from_spec_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
     _add_push_options(parser)
+    parser.add_argument(
+        "--platform",
+        action="append",
+        metavar="OS/ARCH[/VARIANT],...",
+        help="keep only these platforms of every list used as a source (with their "
+        "attestations; a variant not given matches any); comma-separated or repeated",
+    )
     _add_global_options(parser)
     return parser
 

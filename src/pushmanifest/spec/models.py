@@ -7,7 +7,6 @@ place at positions). Models built in code run without one: no expansion, notices
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +30,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import Self, TypeAlias
 
 from ..errors import InvalidPlatformError, InvalidReferenceError, SpecError
+from ..manifest import is_media_type
 from ..platform import Platform, normalize_platform, parse_platform
 from ..reference import Reference
 from .problems import CODE_FILENAME, Loc, validation_problems
@@ -159,17 +159,11 @@ def _tag(value: Any, info: ValidationInfo) -> str:
     return text
 
 
-#: RFC 6838's media type: type "/" subtype (restricted-name characters, at most 127 each).
-_MEDIA_TYPE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
-)
-
-
 def _media_type(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str):
         raise _not_text_error()
     text = _expanded(value, info)
-    if not _MEDIA_TYPE.match(text):
+    if not is_media_type(text):
         raise _problem_error(
             f"{text!r} is not a media type (TYPE/SUBTYPE, e.g. "
             f"application/vnd.example.sbom.v1+json){_from_note(value, text)}"
