@@ -375,7 +375,11 @@ def parse_entry_annotations(
             raise InvalidPlatformError(f"--entry-annotation: {exc}", field=exc.field) from None
         for notice in notices:
             log.info("platform %s: %s", platform_text, notice)
-        found.setdefault(platform, {}).update(parse_annotations(rest))
+        try:
+            pairs = parse_annotations(rest)
+        except InputError as exc:
+            raise InputError(f"--entry-annotation {value!r}: {exc}") from None
+        found.setdefault(platform, {}).update(pairs)
     return found
 
 
