@@ -274,17 +274,20 @@ def test_missing_subject_fails_before_anything_is_written(
     host = open_registry.host
     seed_image(open_registry, "oci/nosub", "amd64", architecture="amd64", oci=True)
     spec = tmp_path / "s.yaml"
-    spec.write_text(
-        f"image: {host}/oci/nosub:1\n"
-        "type: oci\n"
-        f"subject: {host}/oci/nosub:gone\n"
-        "manifests:\n"
-        f"  - image: {host}/oci/nosub:amd64\n"
-    )
     with HttpProxy(host) as proxy:
-        result = run_cli("from-spec", str(spec).replace(host, proxy.host), cwd=tmp_path)
+        spec.write_text(
+            f"image: {proxy.host}/oci/nosub:1\n"
+            "type: oci\n"
+            f"subject: {proxy.host}/oci/nosub:gone\n"
+            "manifests:\n"
+            f"  - image: {proxy.host}/oci/nosub:amd64\n"
+        )
+        result = run_cli("from-spec", str(spec), cwd=tmp_path)
         assert result.returncode == 1
-        assert f"{spec}:3:1: the subject {host}/oci/nosub:gone does not exist" in result.stderr
+        assert (
+            f"{spec}:3:1: the subject {proxy.host}/oci/nosub:gone does not exist" in result.stderr
+        )
+        assert proxy.count("HEAD", "/manifests/gone") == 1
         assert proxy.count("PUT") == proxy.count("POST") == 0
 
 
