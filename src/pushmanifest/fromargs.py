@@ -343,9 +343,11 @@ def parse_platform_filter(
     values: Union[str, Iterable[str], None], option: str = "--platform"
 ) -> tuple[Platform, ...]:
     """``os/arch[/variant]`` items (comma-separated and/or several values) for a filter or
-    ``--remove``; empty when none is given. A variant not given matches any when filtering."""
-    if not split_values(values):
+    ``--remove``; empty for None. A variant not given matches any when filtering."""
+    if values is None:
         return ()
+    if not split_values(values):
+        raise InputError(f"{option}: no platform given: list them, e.g. linux/amd64,linux/arm64")
     try:
         return tuple(item.platform for item in parse_platforms(values or ()))
     except InvalidPlatformError as exc:
