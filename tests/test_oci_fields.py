@@ -29,7 +29,7 @@ from pushmanifest.platform import Platform
 from pushmanifest.spec import load_spec_text
 from support.cli import run_cli
 from support.images import read_manifest, seed_image
-from support.proxy import HttpProxy
+from support.proxy import HttpProxy, WaveGate
 
 FAST = ClientOptions(plain_http=True, backoff=0.01)
 ARTIFACT = "application/vnd.example.bundle.v1+json"
@@ -364,3 +364,30 @@ def test_library_spec_fields_by_name_and_by_key() -> None:
         ManifestListSpec(
             image="r.example/a:1", artifactType="x", manifests=[{"image": "r.example/a:x"}]
         )
+
+
+def test_the_subject_head_adds_no_wave(tmp_path: Path, open_registry: Any) -> None:
+    """Depth counted in waves by the gated proxy, not by the clock: the subject's HEAD goes out
+    with the sources' HEADs, so a list with a subject takes as many waves as one without."""
+    host = open_registry.host
+    for arch in ("amd64", "arm64"):
+        seed_image(open_registry, "oci/waves", arch, architecture=arch, oci=True)
+    seed_image(open_registry, "oci/waves", "base", architecture="amd64", oci=True)
+    measured = []
+    for tag, extra in (("plain", []), ("with-subject", ["--subject", "SUBJECT"])):
+        gate = WaveGate()
+        with HttpProxy(host, gate=gate) as proxy:
+            args = [a.replace("SUBJECT", f"{proxy.host}/oci/waves:base") for a in extra]
+            result = run_cli(
+                "from-args", "--platforms", "linux/amd64,linux/arm64",
+                "--template", f"{proxy.host}/oci/waves:ARCH", "--target",
+                f"{proxy.host}/oci/waves:{tag}", "--type", "oci", *args,
+                cwd=tmp_path, on_start=gate.watch,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert gate.errors == []
+            measured.append((proxy.depth(), proxy.count("HEAD"), proxy.count("GET", "/manifests/")))
+    (plain_depth, plain_heads, _), (depth, heads, gets) = measured
+    assert depth == plain_depth
+    assert heads == plain_heads + 1
+    assert gets == 0
