@@ -391,3 +391,19 @@ def test_the_subject_head_adds_no_wave(tmp_path: Path, open_registry: Any) -> No
     assert depth == plain_depth
     assert heads == plain_heads + 1
     assert gets == 0
+
+
+def test_a_subject_in_another_repository_is_warned_about(
+    tmp_path: Path, open_registry: Any
+) -> None:
+    host = open_registry.host
+    seed_image(open_registry, "oci/here", "amd64", architecture="amd64", oci=True)
+    seed_image(open_registry, "oci/elsewhere", "base", architecture="amd64", oci=True)
+    result = run_cli(
+        "from-args", "--platforms", "linux/amd64", "--template", f"{host}/oci/here:ARCH",
+        "--target", f"{host}/oci/here:1", "--type", "oci",
+        "--subject", f"{host}/oci/elsewhere:base", "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"the subject {host}/oci/elsewhere:base is in another repository" in result.stderr
+    assert json.loads(result.stdout.split("\nDigest:")[0])["subject"]["size"] > 0

@@ -76,6 +76,14 @@ def check_before_requests(specs: Sequence[ManifestListSpec], options: PushOption
                 )
         for index, entry in enumerate(spec.manifests):
             _check_entry(spec, index, entry, options)
+        subject = spec.subject
+        if subject is not None and subject.name != spec.image.name:
+            log.warning(
+                "%s: the subject %s is in another repository: a registry's referrers API lists "
+                "an index among the referrers of a manifest of its own repository only",
+                spec.where("subject"),
+                subject.familiar(),
+            )
 
 
 def _check_entry(
