@@ -118,33 +118,105 @@ def test_spec_platforms_keep_the_named_platforms_with_their_attestations(
     ]
 
 
-def test_cli_platform_filters_every_list_source_and_not_single_images(
+def test_cli_platform_keeps_only_those_platforms_from_every_source(
     tmp_path: Path, open_registry: Any
 ) -> None:
     host = open_registry.host
     first = seed_buildx_index(open_registry, "flt/cli", "one", [("amd64", ""), ("arm64", "")])
     second = seed_buildx_index(open_registry, "flt/cli", "two", [("s390x", ""), ("ppc64le", "")])
-    riscv = seed_image(open_registry, "flt/cli", "riscv", architecture="riscv64", oci=True)
+    seed_image(open_registry, "flt/cli", "riscv", architecture="riscv64", oci=True)
+    seed_image(open_registry, "flt/cli", "mips", architecture="mips64le", oci=True)
     spec = tmp_path / "s.yaml"
-    spec.write_text(
-        f"image: {host}/flt/cli:out\n"
-        "manifests:\n"
-        f"  - image: {host}/flt/cli:one\n"
-        f"  - image: {host}/flt/cli:two\n"
-        f"  - image: {host}/flt/cli:riscv\n"
-    )
-    result = run_cli(
-        "from-spec", str(spec), "--platform", "linux/arm64", "--platform", "linux/s390x",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    with HttpProxy(host) as proxy:
+        spec.write_text(
+            f"image: {proxy.host}/flt/cli:out\n"
+            "manifests:\n"
+            f"  - image: {proxy.host}/flt/cli:one\n"
+            f"  - image: {proxy.host}/flt/cli:two\n"
+            f"  - image: {proxy.host}/flt/cli:riscv\n"  # platform from its config: left out
+            f"  - image: {proxy.host}/flt/cli:mips\n"  # platform given: left out unread
+            "    platform: {os: linux, architecture: mips64le}\n"
+        )
+        result = run_cli(
+            "from-spec", str(spec), "--platform", "linux/arm64", "--platform", "linux/s390x",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"--platform: {proxy.host}/flt/cli:mips (linux/mips64le) left out" in result.stderr
+        assert f"--platform: {proxy.host}/flt/cli:riscv (linux/riscv64) left out" in result.stderr
+        assert proxy.count("HEAD", "/manifests/mips") == 0
     assert digests(entries_of(open_registry, "flt/cli", "out")) == [
         first["linux/arm64"][0].digest,
         second["linux/s390x"][0].digest,
-        riscv.digest,
         first["linux/arm64"][1].digest,
         second["linux/s390x"][1].digest,
     ]
+
+
+def test_cli_platform_that_keeps_no_image_names_every_source(
+    tmp_path: Path, open_registry: Any
+) -> None:
+    host = open_registry.host
+    seed_buildx_index(open_registry, "flt/nothing", "one", [("amd64", ""), ("arm64", "")])
+    seed_image(open_registry, "flt/nothing", "riscv", architecture="riscv64", oci=True)
+    spec = tmp_path / "s.yaml"
+    with HttpProxy(host) as proxy:
+        spec.write_text(
+            f"image: {proxy.host}/flt/nothing:out\n"
+            "manifests:\n"
+            f"  - image: {proxy.host}/flt/nothing:one\n"
+            f"  - image: {proxy.host}/flt/nothing:riscv\n"
+        )
+        result = run_cli("from-spec", str(spec), "--platform", "linux/s390x", cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: --platform linux/s390x: no image of {proxy.host}/flt/nothing:out's sources "
+            f"is of these platforms ({proxy.host}/flt/nothing:one: linux/amd64, linux/arm64; "
+            f"{proxy.host}/flt/nothing:riscv: linux/riscv64)"
+        )
+        assert proxy.count("PUT") == 0
+
+
+def test_cli_platform_narrows_from_args_before_any_request(
+    tmp_path: Path, open_registry: Any
+) -> None:
+    host = open_registry.host
+    arm = seed_image(open_registry, "flt/args", "arm64", architecture="arm64")
+    with HttpProxy(host) as proxy:
+        common = [
+            "from-args", "--platforms", "linux/amd64,linux/arm64",
+            "--template", f"{proxy.host}/flt/args:ARCH", "--target", f"{proxy.host}/flt/args:1",
+        ]  # fmt: skip
+        none = run_cli(*common, "--platform", "linux/s390x", cwd=tmp_path)
+        assert none.returncode == 2
+        assert none.stderr.strip() == (
+            f"error: {proxy.host}/flt/args:1: --platform linux/s390x keeps none of the entries "
+            f"of {proxy.host}/flt/args:1 (they are: linux/amd64, linux/arm64)"
+        )
+        assert proxy.count() == 0
+        # linux/amd64 does not exist: left out, it is not even asked for.
+        result = run_cli(*common, "--platform", "linux/arm64", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert proxy.count("HEAD", "/manifests/amd64") == 0
+    assert digests(entries_of(open_registry, "flt/args", "1")) == [arm.digest]
+
+
+def test_narrowed_specs_keep_positions_with_their_entries() -> None:
+    from pushmanifest.spec import load_spec_text
+
+    [spec] = load_spec_text(
+        "image: r.example/a:1\n"
+        "manifests:\n"
+        "  - image: r.example/a:x\n"
+        "    platform: {os: linux, architecture: amd64}\n"
+        "  - image: r.example/a:list\n"
+        "    platforms: [linux/arm64]\n",
+        "s.yaml",
+    )
+    narrowed = spec.only_manifests([1])
+    assert [e.image.tag for e in narrowed.manifests] == ["list"]
+    assert narrowed.where("manifests", 0, "platforms") == "s.yaml:6:5"
+    assert spec.where("manifests", 1, "platforms") == "s.yaml:6:5"
 
 
 def test_filter_that_matches_nothing_names_the_source_and_its_platforms(

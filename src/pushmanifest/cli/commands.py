@@ -144,7 +144,7 @@ def _push_options(args: argparse.Namespace) -> PushOptions:
     from ..pusher import PushOptions
 
     return PushOptions(
-        platforms=parse_platform_filter(getattr(args, "platform", None)),
+        platforms=parse_platform_filter(args.platform),
         remove_platforms=parse_platform_filter(args.remove, "--remove"),
         entry_annotations=parse_entry_annotations(args.entry_annotation),
         list_type=args.list_type,

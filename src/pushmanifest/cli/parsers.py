@@ -23,7 +23,7 @@ usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|o
                     [--annotations KEY=VALUE,...] [--dry-run] [--json] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
-                    [the options of from-spec but SPEC and --platform]
+                    [the options of from-spec but SPEC]
        pushmanifest [options] inspect [--raw | --json] IMAGE[:TAG|@DIGEST]
        pushmanifest validate [--allow-unset-env] SPEC [SPEC ...]
        pushmanifest schema
@@ -264,6 +264,13 @@ def _add_list_field_options(parser: argparse.ArgumentParser) -> None:
         "(OCI index only); repeatable; over the spec's",
     )
     parser.add_argument(
+        "--platform",
+        action="append",
+        metavar="OS/ARCH[/VARIANT],...",
+        help="keep only these platforms in the list, from every source, lists' attestations "
+        "with their images (a variant not given matches any); comma-separated or repeated",
+    )
+    parser.add_argument(
         "--remove",
         action="append",
         metavar="OS/ARCH[/VARIANT],...",
@@ -280,13 +287,6 @@ def _from_spec_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file ('-': stdin)")
     _add_push_options(parser)
-    parser.add_argument(
-        "--platform",
-        action="append",
-        metavar="OS/ARCH[/VARIANT],...",
-        help="keep only these platforms of every list used as a source (with their "
-        "attestations; a variant not given matches any); comma-separated or repeated",
-    )
     _add_global_options(parser)
     return parser
 

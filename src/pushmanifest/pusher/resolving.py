@@ -45,6 +45,8 @@ class Source:
     entry: ManifestEntrySpec
     head: Descriptor
     entries: list[Descriptor] = field(default_factory=list)
+    #: The platforms of its images, filtered or not (for --platform's error when none is kept).
+    platforms_seen: list[str] = field(default_factory=list)
 
 
 async def confirm_missing(
@@ -154,6 +156,11 @@ async def resolve(run: _Run, source: Source) -> None:
             _compare_platforms(
                 source.entry.image, platform, from_config, strict=run.options.strict_platform
             )
+    source.platforms_seen = [str(platform)]
+    if not selecting.kept_by(platform, run.options.platforms):
+        log.info("--platform: %s (%s) left out", source.entry.image.familiar(), platform)
+        source.entries = []
+        return
     source.entries = [with_platform(source.head, platform, source.entry.annotations)]
 
 
@@ -222,6 +229,7 @@ async def _resolve_list(run: _Run, source: Source) -> list[Descriptor]:
             )
         else:
             images.append(descriptor)
+    source.platforms_seen = [str(d.platform) for d in images]
     wanted = source.entry.platform
     if wanted is not None:
         chosen = [d for d in images if d.platform and _same_platform(d.platform, wanted)]

@@ -108,8 +108,8 @@ class PushOptions:
     #: A docker config directory or file; None means $DOCKER_CONFIG or ~/.docker.
     docker_config: Optional[str] = None
     client: ClientOptions = field(default_factory=ClientOptions)
-    #: Keep only these platforms of every list used as a source (entries that name a
-    #: ``platform`` are not filtered); a spec entry's ``platforms`` applies as well.
+    #: Keep only these platforms in the list, from every source (entries whose spec names
+    #: another platform are left out before any request); a spec entry's ``platforms`` as well.
     platforms: tuple[Platform, ...] = ()
     #: With ``append``: drop these platforms (and their attestations) from the list the tag holds.
     remove_platforms: tuple[Platform, ...] = ()

@@ -149,6 +149,7 @@ class _Run:
     async def push(self, specs: list[ManifestListSpec]) -> list[PushResult]:
         check_inputs(specs)
         selecting.check_before_requests(specs, self.options)
+        specs = selecting.narrow_specs(specs, self.options)
         dry_run = self.options.dry_run
         await self._open_clients(specs)
 
@@ -345,6 +346,9 @@ class _Run:
                         )
                     seen[key] = source.entry.image
                 entries.append(PushedEntry(image=source.entry.image, descriptor=descriptor))
+        if not seen:  # --platform kept no image of any source
+            seen_by = [(s.entry.image, s.platforms_seen) for s in sources]
+            raise selecting.nothing_left(spec, self.options, seen_by)
         return entries
 
     def _build(

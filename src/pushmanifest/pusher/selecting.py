@@ -108,6 +108,44 @@ def _check_entry(
             )
 
 
+def kept_by(platform: Platform, wanted: Sequence[Platform]) -> bool:
+    """Is ``platform`` among ``wanted`` (a filter; empty keeps everything)?"""
+    return not wanted or any(platform_matches(platform, want) for want in wanted)
+
+
+def narrow_specs(specs: Sequence[ManifestListSpec], options: PushOptions) -> list[ManifestListSpec]:
+    """--platform: the entries whose spec names a platform outside it are left out before any
+    request (no HEAD for them). A list none of whose entries is kept is exit status 2."""
+    if not options.platforms:
+        return list(specs)
+    narrowed = []
+    for spec in specs:
+        keep = [
+            index
+            for index, entry in enumerate(spec.manifests)
+            # No platform, or a partial one: known once resolved (resolving.resolve).
+            if entry.platform is None
+            or not entry.platform.os
+            or kept_by(entry.platform, options.platforms)
+        ]
+        if not keep:
+            raise InputError(
+                f"{spec.where()}: --platform {_names(options.platforms)} keeps none of the "
+                f"entries of {spec.image.familiar()} (they are: "
+                f"{_names(e.platform for e in spec.manifests if e.platform)})"
+            )
+        for index, entry in enumerate(spec.manifests):
+            if index not in keep:
+                log.info(
+                    "--platform: %s (%s) left out of %s",
+                    entry.image.familiar(),
+                    entry.platform,
+                    spec.image.familiar(),
+                )
+        narrowed.append(spec if len(keep) == len(spec.manifests) else spec.only_manifests(keep))
+    return narrowed
+
+
 def filter_list_entries(
     image: Reference,
     entry: ManifestEntrySpec,
@@ -116,31 +154,41 @@ def filter_list_entries(
     attestations: list[Descriptor],
 ) -> list[Descriptor]:
     """A list source's entries after ``platforms:`` and ``--platform``: the images kept, then
-    the attestations of those images. None kept is an error naming the list's platforms."""
-    filters = [f for f in (entry.platforms, options.platforms) if f]
-    if not filters:
-        return [*images, *attestations]
+    the attestations of those images. An entry's ``platforms:`` keeping none of them is an error
+    naming the list's platforms; ``--platform`` keeping none leaves the list out (notice)."""
+    have = _names(d.platform for d in images if d.platform)
     kept = [
-        d
-        for d in images
-        if d.platform is not None
-        and all(any(platform_matches(d.platform, want) for want in f) for f in filters)
+        d for d in images if d.platform is not None and kept_by(d.platform, entry.platforms or ())
     ]
-    wanted = " and ".join(_names(f) for f in filters)
     if not kept:
         raise RegistryError(
-            f"{image.familiar()} has none of the platforms {wanted} "
-            f"(it has: {_names(d.platform for d in images if d.platform)})",
+            f"{image.familiar()} has none of the platforms {_names(entry.platforms or ())} "
+            f"(it has: {have})",
             operation="resolve",
             image=str(image),
         )
-    dropped = len(images) - len(kept)
-    if dropped:
-        log.info(
-            "%s: %d of its %d images kept (%s)", image.familiar(), len(kept), len(images), wanted
-        )
+    kept = [d for d in kept if d.platform is not None and kept_by(d.platform, options.platforms)]
+    if not kept:
+        log.info("--platform: %s has none of them (it has: %s)", image.familiar(), have)
+        return []
+    if len(kept) < len(images):
+        log.info("%s: %d of its %d images kept", image.familiar(), len(kept), len(images))
     digests = {d.digest for d in kept}
     return [*kept, *(a for a in attestations if attested_digest(a) in digests)]
+
+
+def nothing_left(
+    spec: ManifestListSpec, options: PushOptions, found: Sequence[tuple[Reference, Sequence[str]]]
+) -> RegistryError:
+    """--platform left none of a list's sources' images: an error naming each source and the
+    platforms it has (``found``: each source and the platforms it had)."""
+    names = "; ".join(f"{image.familiar()}: {', '.join(have) or 'none'}" for image, have in found)
+    return RegistryError(
+        f"--platform {_names(options.platforms)}: no image of {spec.image.familiar()}'s sources "
+        f"is of these platforms ({names})",
+        operation="resolve",
+        image=str(spec.image),
+    )
 
 
 def not_a_list(image: Reference) -> RegistryError:

@@ -426,6 +426,19 @@ class ManifestListSpec(_SpecModel):
     #: Where keys were in the file (loc -> "FILE:LINE:COL"), for errors found at run time.
     _positions: dict[Loc, str] = PrivateAttr(default_factory=dict)
 
+    def only_manifests(self, indices: list[int]) -> ManifestListSpec:
+        """This spec with only the entries at ``indices`` (positions follow their entries)."""
+        new_index = {old: new for new, old in enumerate(indices)}
+        narrowed = self.model_copy(update={"manifests": [self.manifests[i] for i in indices]})
+        narrowed._positions = {
+            (loc[0], new_index[loc[1]], *loc[2:])
+            if loc[0] == "manifests" and len(loc) > 1 and isinstance(loc[1], int)
+            else loc: text
+            for loc, text in self._positions.items()
+            if not (loc[0] == "manifests" and len(loc) > 1 and loc[1] not in new_index)
+        }
+        return narrowed
+
     def where(self, *loc: Any) -> str:
         """``FILE:LINE:COL`` of a key of this spec (the document's line, or the target, when
         it was built in code)."""
