@@ -377,3 +377,72 @@ def test_remove_from_a_tag_that_holds_nothing_is_a_notice(
     [result] = pushmanifest.push(spec, options)
     assert [e.descriptor.digest for e in result.entries] == [image.digest]
     assert f"--remove: {host}/rm/empty:1 holds no list: nothing to remove" in caplog.text
+
+
+def test_remove_alone_drops_platforms_and_never_the_last(
+    tmp_path: Path, open_registry: Any
+) -> None:
+    """from-args --append --remove without --platforms: a run that only removes."""
+    host = open_registry.host
+    seeded = seed_buildx_index(open_registry, "rm/alone", "1", THREE)
+    with HttpProxy(host) as proxy:
+        target = ["from-args", "--target", f"{proxy.host}/rm/alone:1", "--append"]
+        result = run_cli(*target, "--remove", "linux/arm", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        # The tag's HEAD, the list's GET, the PUT, and the HEAD of --append's check after it.
+        assert proxy.count("GET", "/manifests/") == 1
+        assert proxy.count("PUT") == 1
+        assert proxy.count("HEAD", "/manifests/1") == 3
+        proxy.reset()
+        last = run_cli(*target, "--remove", "linux/amd64,linux/arm64", cwd=tmp_path)
+        assert last.returncode == 2
+        assert last.stderr.strip().splitlines()[-1] == (
+            f"error: --remove: {proxy.host}/rm/alone:1 would be left without any entry (a list "
+            "needs one): delete the tag instead, or keep a platform"
+        )
+        nothing = run_cli(
+            "from-args", "--target", f"{proxy.host}/rm/alone:none", "--append",
+            "--remove", "linux/amd64", cwd=tmp_path,
+        )  # fmt: skip
+        assert nothing.returncode == 1
+        assert nothing.stderr.strip() == (
+            f"error: --remove: {proxy.host}/rm/alone:none holds no list to remove from"
+        )
+        without_append = run_cli(
+            "from-args", "--target", f"{proxy.host}/rm/alone:1", "--remove", "linux/amd64",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert without_append.returncode == 2 and "use it with --append" in without_append.stderr
+        assert proxy.count("PUT") == 0
+    amd, arm64 = seeded["linux/amd64"], seeded["linux/arm64"]
+    assert digests(entries_of(open_registry, "rm/alone", "1")) == [
+        amd[0].digest,
+        arm64[0].digest,
+        amd[1].digest,
+        arm64[1].digest,
+    ]
+
+
+def test_from_args_without_platforms_says_what_it_needs(tmp_path: Path) -> None:
+    result = run_cli("from-args", "--target", "r.invalid/a:1", "--append", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: from-args needs --platforms and --template (to only remove platforms from the "
+        "list a tag holds: --append --remove PLATFORM)"
+    )
+
+
+def test_library_removal_spec(open_registry: Any) -> None:
+    from pushmanifest.fromargs import removal_spec
+
+    host = open_registry.host
+    seed_buildx_index(open_registry, "rm/lib", "1", [("amd64", ""), ("arm64", "")])
+    spec = removal_spec(f"{host}/rm/lib:1")
+    with pytest.raises(InputError, match="without entries only removes platforms"):
+        pushmanifest.push(spec, client=FAST)
+    options = PushOptions(client=FAST, append=True, remove_platforms=(Platform("linux", "arm64"),))
+    [result] = pushmanifest.push(spec, options)
+    assert [e.platform for e in result.entries] == [
+        Platform("linux", "amd64"),
+        Platform("unknown", "unknown"),
+    ]

@@ -307,6 +307,35 @@ def spec_from_args(
     return with_list_fields(spec, artifact_type=artifact_type, subject=subject)
 
 
+def removal_spec(
+    target: Union[str, Reference], *, tags: Union[str, Iterable[str], None] = None
+) -> ManifestListSpec:
+    """A list spec without entries of its own: for a run that only removes platforms from the
+    list the target holds (``PushOptions(append=True, remove_platforms=...)``; from-args'
+    ``--append --remove`` without ``--platforms``). Any other run refuses it before any request.
+    """
+    from .spec import ManifestListSpec
+
+    target_ref = _target(target)
+    tag_list = split_values(tags)
+    for tag in tag_list:
+        try:
+            target_ref.with_tag(tag)
+        except InvalidReferenceError as exc:
+            raise InvalidReferenceError(f"tags: {exc}") from None
+    # Built without validation: a spec's manifests may not be empty, but this one says so.
+    return ManifestListSpec.model_construct(
+        image=target_ref.with_tag(target_ref.tag or "latest"),
+        tags=tag_list,
+        list_type=None,
+        artifact_type=None,
+        subject=None,
+        annotations={},
+        manifests=[],
+        origin="",
+    )
+
+
 def with_list_fields(
     spec: ManifestListSpec,
     *,

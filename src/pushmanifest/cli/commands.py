@@ -57,8 +57,19 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
-    from ..fromargs import parse_annotations, spec_from_args
+    from ..fromargs import parse_annotations, removal_spec, spec_from_args
 
+    if args.platforms is None and args.template is None and args.remove:
+        # Only removing platforms from the list the target holds.
+        options = _push_options(args)
+        return _push_and_print(
+            [removal_spec(args.target, tags=args.tags)], options, as_json=args.json
+        )
+    if args.platforms is None or args.template is None:
+        raise InputError(
+            "from-args needs --platforms and --template (to only remove platforms from the "
+            "list a tag holds: --append --remove PLATFORM)"
+        )
     spec = spec_from_args(
         platforms=args.platforms,
         template=args.template,

@@ -306,15 +306,15 @@ def _from_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--platforms",
         action="append",
-        required=True,
         metavar="OS/ARCH[/VARIANT],...",
-        help="the platforms of the list, comma-separated or repeated",
+        help="the platforms of the list, comma-separated or repeated (required, but with "
+        "--append --remove alone)",
     )
     parser.add_argument(
         "--template",
-        required=True,
         metavar="IMAGE",
-        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it",
+        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it "
+        "(required with --platforms)",
     )
     parser.add_argument(
         "--target",

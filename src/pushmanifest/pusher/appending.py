@@ -68,7 +68,7 @@ async def existing_list(
 ) -> Optional[ExistingList]:
     """With --append: the list the target tag holds now (None when it holds nothing)."""
     if not run.options.append or head is None:
-        if head is None and run.options.remove_platforms:
+        if head is None and run.options.remove_platforms and spec.manifests:
             log.warning("--remove: %s holds no list: nothing to remove", spec.image.familiar())
         return None
     target = spec.image

@@ -124,7 +124,7 @@ def present_sources(
                 image=str(entry.image),
             )
         present.append(Source(entry, head))
-    if not present:
+    if not present and spec.manifests:  # (none at all: a run that only removes platforms)
         raise MissingSourcesError(missing)
     return present
 

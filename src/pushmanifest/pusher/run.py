@@ -346,7 +346,7 @@ class _Run:
                         )
                     seen[key] = source.entry.image
                 entries.append(PushedEntry(image=source.entry.image, descriptor=descriptor))
-        if not seen:  # --platform kept no image of any source
+        if not seen and sources:  # --platform kept no image of any source
             seen_by = [(s.entry.image, s.platforms_seen) for s in sources]
             raise selecting.nothing_left(spec, self.options, seen_by)
         return entries
@@ -376,6 +376,7 @@ class _Run:
             annotations = {**existing.annotations, **annotations}
             artifact_type = artifact_type or existing.artifact_type
             subject = subject or existing.subject
+        selecting.check_not_emptied(spec, entries, existing)
         # Attestations go after the images they describe, as BuildKit writes them.
         entries.sort(key=lambda e: is_attestation(e.descriptor))
         manifest_list = build_manifest_list(

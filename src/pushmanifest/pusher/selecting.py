@@ -55,6 +55,11 @@ def check_before_requests(specs: Sequence[ManifestListSpec], options: PushOption
     if options.remove_platforms and not options.append:
         raise InputError("--remove drops entries from the list a tag holds: use it with --append")
     for spec in specs:
+        if not spec.manifests and not (options.append and options.remove_platforms):
+            raise InputError(
+                f"{spec.image.familiar()}: a list spec without entries only removes platforms: "
+                "give it entries, or use --append --remove"
+            )
         list_type = list_type_of(spec, options)
         if list_type != "oci":
             problem = oci_only_field(spec, with_annotations=list_type == "docker")
@@ -225,6 +230,24 @@ def without_removed(
         if d.digest in gone:
             log.info("--remove: dropping %s (%s) from %s", d.digest, d.platform, target.familiar())
     return [d for d in entries if d.digest not in gone and attested_digest(d) not in gone]
+
+
+def check_not_emptied(
+    spec: ManifestListSpec, entries: Sequence[PushedEntry], existing: object
+) -> None:
+    """A run must leave an entry in the list: a removal that would take the last one, or a
+    removal from a tag that holds no list, is refused before anything is written."""
+    if entries:
+        return
+    target = spec.image.familiar()
+    if existing is None:
+        raise RegistryError(
+            f"--remove: {target} holds no list to remove from", operation="resolve", image=target
+        )
+    raise InputError(
+        f"--remove: {target} would be left without any entry (a list needs one): delete the "
+        "tag instead, or keep a platform"
+    )
 
 
 def check_not_removed(
