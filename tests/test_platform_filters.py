@@ -428,7 +428,7 @@ def test_from_args_without_platforms_says_what_it_needs(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: from-args needs --platforms and --template (to only remove platforms from the "
-        "list a tag holds: --append --remove PLATFORM)"
+        "list a tag holds: --target IMAGE --append --remove PLATFORM)"
     )
 
 

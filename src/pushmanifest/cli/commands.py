@@ -59,17 +59,23 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 def _run_from_args(args: argparse.Namespace) -> int:
     from ..fromargs import parse_annotations, removal_spec, spec_from_args
 
-    if args.platforms is None and args.template is None and args.remove:
-        # Only removing platforms from the list the target holds.
+    # Without --platforms and --template: a run that only removes platforms from the target.
+    removal_only = args.platforms is None and args.template is None and bool(args.remove)
+    required = ("--target",) if removal_only else ("--platforms", "--template", "--target")
+    missing = [option for option in required if getattr(args, option[2:]) is None]
+    if missing:
+        hint = (
+            ""
+            if removal_only
+            else " (to only remove platforms from the list a tag holds: --target IMAGE "
+            "--append --remove PLATFORM)"
+        )
+        names = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
+        raise InputError(f"from-args needs {names}{hint}")
+    if removal_only:
         options = _push_options(args)
-        return _push_and_print(
-            [removal_spec(args.target, tags=args.tags)], options, as_json=args.json
-        )
-    if args.platforms is None or args.template is None:
-        raise InputError(
-            "from-args needs --platforms and --template (to only remove platforms from the "
-            "list a tag holds: --append --remove PLATFORM)"
-        )
+        spec = removal_spec(args.target, tags=args.tags)
+        return _push_and_print([spec], options, as_json=args.json)
     spec = spec_from_args(
         platforms=args.platforms,
         template=args.template,

@@ -307,7 +307,7 @@ def _from_args_parser() -> argparse.ArgumentParser:
         "--platforms",
         action="append",
         metavar="OS/ARCH[/VARIANT],...",
-        help="the platforms of the list, comma-separated or repeated (required, but with "
+        help="the platforms of the list, comma-separated or repeated (required, but for "
         "--append --remove alone)",
     )
     parser.add_argument(
@@ -318,7 +318,6 @@ def _from_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--target",
-        required=True,
         metavar="IMAGE[:TAG]",
         help="the list to push (tag latest when none)",
     )
