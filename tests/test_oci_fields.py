@@ -10,6 +10,8 @@ counted by the test proxy.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from pushmanifest.spec import load_spec_text
 from support.cli import run_cli
 from support.images import read_manifest, seed_image
 from support.proxy import HttpProxy, WaveGate
+from support.registry import in_ci
 
 FAST = ClientOptions(plain_http=True, backoff=0.01)
 ARTIFACT = "application/vnd.example.bundle.v1+json"
@@ -407,3 +410,40 @@ def test_a_subject_in_another_repository_is_warned_about(
     assert result.returncode == 0, result.stderr
     assert f"the subject {host}/oci/elsewhere:base is in another repository" in result.stderr
     assert json.loads(result.stdout.split("\nDigest:")[0])["subject"]["size"] > 0
+
+
+def test_skopeo_reads_and_copies_the_index_as_written(tmp_path: Path, open_registry: Any) -> None:
+    """An independent client (skopeo, containers/image) reads our index and copies it whole,
+    artifactType and subject included, to the same bytes."""
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        if in_ci():
+            pytest.fail("skopeo is not installed (.ci/run installs it)")
+        pytest.skip("skopeo is not installed")
+    host = open_registry.host
+    for arch in ("amd64", "arm64"):
+        seed_image(open_registry, "oci/skopeo", arch, architecture=arch, oci=True)
+    seed_image(open_registry, "oci/skopeo", "base", architecture="amd64", oci=True)
+    result = run_cli(
+        "from-args", "--platforms", "linux/amd64,linux/arm64",
+        "--template", f"{host}/oci/skopeo:ARCH", "--target", f"{host}/oci/skopeo:1",
+        "--type", "oci", "--artifact-type", ARTIFACT, "--subject", f"{host}/oci/skopeo:base",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ours, _, digest = read_manifest(open_registry, "oci/skopeo", "1")
+    raw = subprocess.run(
+        [skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{host}/oci/skopeo:1"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == ours
+    copied = subprocess.run(
+        [skopeo, "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",
+         f"docker://{host}/oci/skopeo:1", f"docker://{host}/oci/skopeo-copy:1"],
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    assert read_manifest(open_registry, "oci/skopeo-copy", "1")[2] == digest
