@@ -11,9 +11,10 @@ Inputs come as environment variables (action.yml maps each ``inputs.x`` to ``INP
 - ``INPUT_TYPE``, ``INPUT_APPEND``, ``INPUT_DRY_RUN``, ``INPUT_USERNAME``, ``INPUT_PASSWORD``,
   ``INPUT_ARGS`` (more options, shell-quoted).
 
-Writes ``digest`` and ``json`` to ``$GITHUB_OUTPUT`` (in the delimiter form, safe for any
-value), a summary to ``$GITHUB_STEP_SUMMARY`` when there is one, and exits with pushmanifest's
-status: 0 pushed, 1 registry or network failure, 2 bad input.
+Writes ``digest``, ``json`` and ``metadata`` (the ``--metadata-file`` document) to
+``$GITHUB_OUTPUT`` (in the delimiter form, safe for any value), a summary to
+``$GITHUB_STEP_SUMMARY`` when there is one, and exits with pushmanifest's status: 0 pushed, 1
+registry or network failure, 2 bad input.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ class Plan:
     spec_text: str = ""
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Where --metadata-file writes the run's document (the output ``metadata``).
+    metadata_path: str = ""
 
 
 def plan(env: Mapping[str, str]) -> Plan:
@@ -187,6 +190,7 @@ def plan(env: Mapping[str, str]) -> Plan:
 
     spec_text = ""
     options: list[str] = []
+    temp = env.get("RUNNER_TEMP") or env.get("TMPDIR") or "/tmp"
     if specs:
         if get("TAGS").strip() or get("SOURCES").strip():
             raise InputProblem("give either spec, or tags and sources, not both")
@@ -205,7 +209,6 @@ def plan(env: Mapping[str, str]) -> Plan:
         if not sources:
             raise InputProblem("sources: give the list's images (digests or references)")
         spec_text = build_spec(tags, sources, annotations)
-        temp = env.get("RUNNER_TEMP") or env.get("TMPDIR") or "/tmp"
         spec_path = os.path.join(temp, f"pushmanifest-{uuid.uuid4().hex}.yaml")
         with open(spec_path, "w", encoding="utf-8") as file:
             file.write(spec_text)
@@ -213,6 +216,9 @@ def plan(env: Mapping[str, str]) -> Plan:
 
     argv = [sys.executable, "-m", "pushmanifest", "from-spec", *spec_paths, "--json"]
     argv += ["--type", list_type, *options]
+    # Before ARGS: a --metadata-file of the user's own wins (then there is no output metadata).
+    metadata_path = os.path.join(temp, f"pushmanifest-{uuid.uuid4().hex}-metadata.json")
+    argv += ["--metadata-file", metadata_path]
     if boolean("append", get("APPEND")):
         argv.append("--append")
     if boolean("dry-run", get("DRY_RUN")):
@@ -228,7 +234,7 @@ def plan(env: Mapping[str, str]) -> Plan:
         argv += shlex.split(get("ARGS"))
     except ValueError as exc:
         raise InputProblem(f"args: {exc}") from None
-    return Plan(argv, stdin, spec_text, notices, warnings)
+    return Plan(argv, stdin, spec_text, notices, warnings, metadata_path)
 
 
 def write_outputs(path: str, outputs: Mapping[str, str]) -> None:
@@ -270,6 +276,11 @@ def main(env: Mapping[str, str]) -> int:
     completed = subprocess.run(
         planned.argv, input=planned.stdin, stdout=subprocess.PIPE, text=True, check=False
     )
+    metadata: Optional[str] = None  # the output "metadata", as docker/build-push-action's
+    if os.path.isfile(planned.metadata_path):  # also after a failure: never left behind
+        with open(planned.metadata_path, encoding="utf-8") as file:
+            metadata = file.read().rstrip("\n")
+        os.unlink(planned.metadata_path)
     results: list[dict[str, Any]] = []
     for line in completed.stdout.splitlines():
         try:
@@ -283,9 +294,12 @@ def main(env: Mapping[str, str]) -> int:
     if not results:
         print("::error title=pushmanifest::pushmanifest printed no result", flush=True)
         return 1
+    outputs = {"digest": results[0]["digest"], "json": json.dumps(results)}
+    if metadata is not None:
+        outputs["metadata"] = metadata
     output_file = env.get("GITHUB_OUTPUT")
     if output_file:
-        write_outputs(output_file, {"digest": results[0]["digest"], "json": json.dumps(results)})
+        write_outputs(output_file, outputs)
     summary_file = env.get("GITHUB_STEP_SUMMARY")
     if summary_file:
         with open(summary_file, "a", encoding="utf-8") as file:

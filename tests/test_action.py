@@ -204,7 +204,7 @@ def test_action_is_composite_and_runs_its_scripts() -> None:
     for step, script in zip(steps, ("install.sh", "run.sh")):
         assert step["run"] == f'"$GITHUB_ACTION_PATH/{script}"'
         assert os.access(ACTION / script, os.X_OK), f"{script} is not executable"
-    assert set(spec["outputs"]) == {"digest", "json"}
+    assert set(spec["outputs"]) == {"digest", "json", "metadata"}
     for name, output in spec["outputs"].items():
         assert output["value"] == f"${{{{ steps.run.outputs.{name} }}}}"
 
@@ -388,6 +388,12 @@ def test_metadata_action_tags_and_digests(runner: Runner, open_registry: Registr
     assert listed["digest"] == digest
     assert listed["target"] == f"{host}/{repo}:1.0"
     assert listed["tags"] == ["1.0", "latest"]
+    # build-push-action's output "metadata": the --metadata-file document, its file removed.
+    metadata = json.loads(result.outputs["metadata"])
+    assert metadata["containerimage.digest"] == digest
+    assert metadata["image.name"] == f"{host}/{repo}:1.0,{host}/{repo}:latest"
+    assert metadata["lists"][0]["image"] == f"{host}/{repo}@{digest}"
+    assert not list(runner.temp.glob("pushmanifest-*-metadata.json*"))
     assert f"Digest: {digest}" in result.stdout
     assert digest in result.summary
 
@@ -513,6 +519,7 @@ def test_a_missing_source_fails_and_sets_no_output(
     )
     assert result.returncode in (1, 2)
     assert result.outputs == {}
+    assert not list(runner.temp.glob("pushmanifest-*-metadata.json*"))  # removed all the same
     assert "sha256:" + "1" * 64 in result.stderr
     assert "7.0" not in list_tags(open_registry, repo)
 

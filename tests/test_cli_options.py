@@ -67,6 +67,7 @@ BAD_TEXT: dict[str, list[str]] = {
     "--entry-annotation": ["linux/amd64", "k=v", "linux/bogus:k=v", "linux/amd64:=v"],
     "--platform": ["bogus", "linux", ""],
     "--remove": ["bogus", "", "linux/amd64"],  # the last: without --append
+    "--metadata-file": ["", "/", "/nonexistent-dir/metadata.json"],
     "specs": ["MISSING", "BAD_JSON"],
     "ref": ["", "UPPER::bad", f"{NOWHERE}/app@sha256:zz"],
 }

@@ -27,6 +27,7 @@ _EXPORTS = {
     "PushOptions": "pusher",
     "PushResult": "pusher",
     "PushedEntry": "pusher",
+    "Referrer": "pusher",
     "ClientOptions": "registry",
     "RegistryClient": "registry",
     "load_spec_file": "spec",
@@ -75,6 +76,7 @@ __all__ = [
     "PushResult",
     "PushedEntry",
     "Reference",
+    "Referrer",
     "RegistryClient",
     "RegistryError",
     "Secret",
@@ -109,7 +111,7 @@ if TYPE_CHECKING:
     from .inspecting import InspectOptions, InspectResult, inspect, inspect_async
     from .manifest import Descriptor, ManifestList, build_manifest_list
     from .platform import Platform
-    from .pusher import PushedEntry, PushOptions, PushResult, push, push_async
+    from .pusher import PushedEntry, PushOptions, PushResult, Referrer, push, push_async
     from .reference import Reference
     from .registry import ClientOptions, RegistryClient
     from .spec import (

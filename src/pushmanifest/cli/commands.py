@@ -7,6 +7,7 @@ Heavy modules (httpx, pydantic, yaml) are imported inside the command that needs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from .signals import _run_interruptibly
 
 if TYPE_CHECKING:
     from ..auth import Credentials
+    from ..metadata import MetadataFile
     from ..pusher import PushOptions, PushResult
     from ..registry import ClientOptions
     from ..spec import ManifestListSpec
@@ -53,7 +55,7 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 
         fields = {"artifact_type": args.artifact_type, "subject": args.subject}
         specs = [with_list_fields(spec, **fields) for spec in specs]
-    return _push_and_print(specs, options, as_json=args.json)
+    return _push_and_print(specs, options, as_json=args.json, metadata_file=args.metadata_file)
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
@@ -75,7 +77,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
     if removal_only:
         options = _push_options(args)
         spec = removal_spec(args.target, tags=args.tags)
-        return _push_and_print([spec], options, as_json=args.json)
+        return _push_and_print([spec], options, as_json=args.json, metadata_file=args.metadata_file)
     spec = spec_from_args(
         platforms=args.platforms,
         template=args.template,
@@ -85,7 +87,9 @@ def _run_from_args(args: argparse.Namespace) -> int:
         artifact_type=args.artifact_type,
         subject=args.subject,
     )
-    return _push_and_print([spec], _push_options(args), as_json=args.json)
+    return _push_and_print(
+        [spec], _push_options(args), as_json=args.json, metadata_file=args.metadata_file
+    )
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -136,24 +140,72 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _push_and_print(
-    specs: Sequence[ManifestListSpec], options: PushOptions, *, as_json: bool
+    specs: Sequence[ManifestListSpec],
+    options: PushOptions,
+    *,
+    as_json: bool,
+    metadata_file: Optional[str] = None,
+) -> int:
+    # Before any request: a --metadata-file that cannot be written is exit 2 now, not after.
+    with _open_metadata_file(metadata_file, as_json=as_json) as metadata:
+        return _push_and_write(specs, options, as_json=as_json, metadata=metadata)
+
+
+def _push_and_write(
+    specs: Sequence[ManifestListSpec],
+    options: PushOptions,
+    *,
+    as_json: bool,
+    metadata: Optional[MetadataFile],
 ) -> int:
     from ..pusher import partial_push, push_async
 
+    # --metadata-file -: the document is stdout, instead of a line (or object) per list.
+    printing = metadata is None or metadata.path != "-"
     try:
         results = _run_interruptibly(lambda: push_async(specs, options))
     except BaseException as exc:
         # Scripts read stdout: every list that was written is printed even when the run failed.
         partial = partial_push(exc)
         if partial is not None:
-            for result in partial.written:
+            for result in partial.written if printing else ():
                 _print_result(result, as_json=as_json)
             for what in partial.not_written:
                 sys.stderr.write(f"not written: {what}\n")
+        if metadata is not None:
+            _write_failed_metadata(metadata, exc, dry_run=options.dry_run)
         raise
-    for result in results:
+    for result in results if printing else ():
         _print_result(result, as_json=as_json)
+    if metadata is not None:
+        from ..metadata import run_metadata
+
+        metadata.write(run_metadata(results, dry_run=options.dry_run))
     return 0
+
+
+def _open_metadata_file(
+    path: Optional[str], *, as_json: bool
+) -> contextlib.AbstractContextManager[Optional[MetadataFile]]:
+    """--metadata-file, checked: its temporary file made (removed on leaving if unused)."""
+    if path is None:
+        return contextlib.nullcontext(None)
+    if path == "-" and as_json:
+        raise InputError("--metadata-file - and --json both write stdout: give a file path")
+    from ..metadata import MetadataFile
+
+    return MetadataFile(path)  # InputError: "cannot write the metadata file PATH: why"
+
+
+def _write_failed_metadata(metadata: MetadataFile, exc: BaseException, *, dry_run: bool) -> None:
+    """The document of a failed run; failing to write it must not hide why the run failed."""
+    from ..errors import PushManifestError
+    from ..metadata import failed_run_metadata
+
+    try:
+        metadata.write(failed_run_metadata(exc, dry_run=dry_run))
+    except PushManifestError as write_error:
+        log.error("%s", write_error)
 
 
 def _push_options(args: argparse.Namespace) -> PushOptions:
@@ -172,6 +224,7 @@ def _push_options(args: argparse.Namespace) -> PushOptions:
         wait=args.wait,
         check_platform=args.check_platform,
         strict_platform=args.strict_platform,
+        referrers=args.referrers,
         deadline=args.deadline,
         credentials=_credentials(args),
         docker_config=args.docker_cfg,

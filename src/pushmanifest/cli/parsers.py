@@ -16,11 +16,12 @@ COMMANDS = ("from-spec", "from-args", "inspect", "validate", "schema")
 USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
                     [--append] [--check-platform] [--strict-platform]
-                    [--force] [--wait SECONDS]
+                    [--force] [--wait SECONDS] [--no-referrers]
                     [--platform OS/ARCH[/VARIANT],...] [--remove OS/ARCH[/VARIANT],...]
                     [--artifact-type TYPE] [--subject IMAGE[:TAG|@DIGEST]]
                     [--entry-annotation PLATFORM:KEY=VALUE,...]
-                    [--annotations KEY=VALUE,...] [--dry-run] [--json] SPEC [SPEC ...]
+                    [--annotations KEY=VALUE,...] [--dry-run] [--json]
+                    [--metadata-file FILE] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
                     --template IMAGE --target IMAGE[:TAG] [--tags TAG,...]
                     [the options of from-spec but SPEC]
@@ -65,6 +66,7 @@ _VALUE_OPTIONS = {
     "--entry-annotation",
     "--platform",
     "--remove",
+    "--metadata-file",
 }
 
 
@@ -233,12 +235,26 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
     )
     _add_list_field_options(parser)
     parser.add_argument(
+        "--no-referrers",
+        dest="referrers",
+        action="store_false",
+        help="do not copy the signatures, attestations and SBOMs (OCI referrers, cosign tags) "
+        "of images copied from another repository or registry",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="resolve everything and print the list that would be pushed; write nothing",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per list instead of Digest:"
+    )
+    parser.add_argument(
+        "--metadata-file",
+        metavar="FILE",
+        help="write the run's result to FILE as one JSON document (digests, tags, entries; "
+        "docker buildx's keys too), atomically, also when the run fails; '-': stdout instead of "
+        "the Digest: lines",
     )
 
 

@@ -11,6 +11,7 @@ The names below are the package's interface; its modules are its rooms:
 * :mod:`.run`: push/push_async and the run, the hub: clients, resolve -> build -> write;
 * :mod:`.resolving`: sources (the confirming GET, --wait, lists as sources, configs' platforms);
 * :mod:`.copying`: entries from elsewhere copied into the target repository (mount or stream);
+* :mod:`.referrers`: what refers to a copied entry (OCI referrers, cosign tags) copied with it;
 * :mod:`.appending`: --append's merge and its write loop under concurrent pushes;
 * :mod:`.common`: what they share (media types, attestations, targets, gather).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 from .appending import APPEND_ROUNDS, GONE_CODES
 from .common import IMAGE_MEDIA_TYPES, LIST_MEDIA_TYPES
 from .copying import PROGRESS_MIN_BYTES
+from .referrers import MAX_REFERRERS, Referrer
 from .resolving import WAIT_FIRST_DELAY, WAIT_MAX_DELAY
 from .results import (
     ListType,
@@ -40,6 +42,7 @@ __all__ = [
     "GONE_CODES",
     "IMAGE_MEDIA_TYPES",
     "LIST_MEDIA_TYPES",
+    "MAX_REFERRERS",
     "PROGRESS_MIN_BYTES",
     "WAIT_FIRST_DELAY",
     "WAIT_MAX_DELAY",
@@ -48,6 +51,7 @@ __all__ = [
     "PushOptions",
     "PushResult",
     "PushedEntry",
+    "Referrer",
     "SpecInput",
     "_Run",
     "partial_push",

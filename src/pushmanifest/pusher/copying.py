@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING
 
 from ..manifest import Descriptor, json_object
@@ -30,12 +30,20 @@ PROGRESS_EVERY_SECONDS = 2.0
 async def copy_entries(run: _Run, target: Reference, entries: list[PushedEntry]) -> None:
     """Make every entry resolvable in the target repository before the list names it."""
     await gather(
-        run.copied.get(
-            ("copy", target.registry, target.repository, e.descriptor.digest),
-            lambda e=e: _copy_manifest(run, e.image, target, e.descriptor),  # type: ignore[misc]
-        )
+        copy_once(run, e.image, target, e.descriptor)
         for e in entries
         if (e.image.registry, e.image.repository) != (target.registry, target.repository)
+    )
+
+
+def copy_once(
+    run: _Run, source: Reference, target: Reference, child: Descriptor
+) -> Awaitable[bytes]:
+    """The manifest ``child`` of ``source``'s repository copied into ``target``'s (its blobs, then
+    the manifest by digest), once per run however many lists (or referrers) need it."""
+    return run.copied.get(
+        ("copy", target.registry, target.repository, child.digest),
+        lambda: _copy_manifest(run, source, target, child),
     )
 
 

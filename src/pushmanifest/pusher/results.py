@@ -12,8 +12,10 @@ from ..manifest import Descriptor, ManifestList
 from ..platform import Platform
 from ..reference import Reference
 from ..registry import ClientOptions
+from .referrers import Referrer
 
 if TYPE_CHECKING:
+    from ..metadata import ListMetadata
     from ..spec import ManifestListSpec
 
 ListType = Literal["auto", "docker", "oci"]
@@ -42,6 +44,9 @@ class PushResult:
     entries: tuple[PushedEntry, ...]
     written: tuple[str, ...] = ()
     dry_run: bool = False
+    #: The artifacts referring to entries copied from elsewhere (signatures, attestations,
+    #: SBOMs), copied into the target repository with them (with ``dry_run``: that would be).
+    referrers: tuple[Referrer, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -80,7 +85,15 @@ class PushResult:
                 }
                 for entry in self.entries
             ],
+            "referrers": [referrer.to_dict() for referrer in self.referrers],
         }
+
+    def metadata(self) -> ListMetadata:
+        """The list's object of the ``--metadata-file`` document (see :mod:`pushmanifest.metadata`):
+        digest, size, media type, full tag references, NAME@DIGEST, entries and their sources."""
+        from ..metadata import list_metadata
+
+        return list_metadata(self)
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,9 @@ class PushOptions:
     check_platform: bool = False
     #: With check_platform: a disagreement is an error instead of a warning.
     strict_platform: bool = False
+    #: Copy along the referrers (OCI 1.1 referrers, cosign's signatures, attestations and SBOMs)
+    #: of the entries copied from another repository or registry.
+    referrers: bool = True
     #: Seconds the whole run may take (None: no limit beyond each request's timeouts).
     deadline: Optional[float] = None
     #: Used for the targets' registries; sources elsewhere use the docker config.
@@ -126,6 +142,7 @@ class PushOptions:
             "force",
             "check_platform",
             "strict_platform",
+            "referrers",
         ):
             check_bool(owner, flag, getattr(self, flag))
         check_number(owner, "deadline", self.deadline, minimum=0, above_minimum=True, optional=True)

@@ -23,7 +23,7 @@ from ..manifest import OCI_INDEX, Descriptor, ManifestList, build_manifest_list
 from ..quirks import put_when_settled
 from ..reference import Reference
 from ..registry import RegistryClient
-from . import appending, copying, resolving, selecting
+from . import appending, copying, referrers, resolving, selecting
 from .common import (
     Memo,
     all_targets,
@@ -189,16 +189,32 @@ class _Run:
         built = [
             self._build(spec, sources, old) for spec, sources, old in zip(specs, present, existing)
         ]
-        # Everything resolved and built: from here on we write.
         results = [
             self._result(spec, manifest_list, entries, found)
             for spec, (manifest_list, entries) in zip(specs, built)
         ]
+        plan = None
+        if self.options.referrers:
+            # One wave for every entry copied from elsewhere: what refers to it (reads only).
+            plan = await referrers.discover(
+                self, [(spec.image, entries) for spec, (_, entries) in zip(specs, built)]
+            )
+            results = [
+                dataclasses.replace(result, referrers=found_referrers)
+                for result, found_referrers in zip(results, plan.per_list)
+            ]
+        # Everything resolved, built and read: from here on we write.
         if dry_run:
             return results
         self._writing = results
         await gather(
-            self._copy_entries(spec.image, entries) for spec, (_, entries) in zip(specs, built)
+            [
+                *(
+                    self._copy_entries(spec.image, entries)
+                    for spec, (_, entries) in zip(specs, built)
+                ),
+                *([referrers.copy_referrers(self, plan)] if plan is not None else []),
+            ]
         )
         return await gather(
             appending.write_appended(

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import httpx
 
 from ..errors import RegistryError
-from ..manifest import MANIFEST_MEDIA_TYPES, Descriptor, sha256_digest
+from ..manifest import MANIFEST_MEDIA_TYPES, OCI_INDEX, Descriptor, sha256_digest
 from .bodies import MAX_CONFIG_BYTES, MAX_ERROR_BYTES, MAX_MANIFEST_BYTES, _BoundedDecoder
 from .failures import _mismatch
 from .uploads import BlobTransfers
@@ -17,6 +17,14 @@ from .uploads import BlobTransfers
 log = logging.getLogger("pushmanifest")
 
 ACCEPT_MANIFESTS = ", ".join(MANIFEST_MEDIA_TYPES)
+
+#: The referrers API's answer may come in pages (Link: <...>; rel="next"): at most this many are
+#: read, each within MAX_MANIFEST_BYTES.
+MAX_REFERRERS_PAGES = 8
+#: Statuses meaning "this registry has no referrers API": the spec says 404; others answer an
+#: unknown path with 400, 405, 406 or 501, or, behind some proxies, 401/403 to a path they do
+#: not know while the repository itself is readable (its HEADs worked with the same token).
+NO_REFERRERS_API = (400, 401, 403, 404, 405, 406, 501)
 
 
 class RegistryClient(BlobTransfers):
@@ -149,6 +157,84 @@ class RegistryClient(BlobTransfers):
         if digest.startswith("sha256:") and sha256_digest(body) != digest:
             raise _mismatch(image, "blob content does not match its digest")
         return body
+
+    async def get_referrers(self, repository: str, digest: str) -> Optional[list[Any]]:
+        """OCI 1.1's referrers API: the descriptors of the manifests whose ``subject`` is
+        ``digest`` (raw JSON objects, for the caller to check); None where the registry has no
+        such API (it answers 404, or with something else than an OCI index)."""
+        image = self.image(repository, digest)
+        headers = {"Accept": OCI_INDEX}
+        operation = "read the referrers of"
+        response, body = await self._call(
+            "GET",
+            repository,
+            f"referrers/{digest}",
+            digest,
+            operation=operation,
+            cap=MAX_MANIFEST_BYTES,
+            returned=NO_REFERRERS_API,
+            headers=headers,
+        )
+        descriptors: list[Any] = []
+        for page in range(MAX_REFERRERS_PAGES):
+            if response.status_code in NO_REFERRERS_API:
+                if page == 0:
+                    log.debug(
+                        "%s: the referrers API answered %d: none", image, response.status_code
+                    )
+                    return None
+                self._raise_for_status(response, operation, image, body)
+            if _media_type(response.headers) != OCI_INDEX:
+                if page == 0:
+                    log.debug("%s: the referrers API answered %s: no API", image, response)
+                    return None
+                raise RegistryError(
+                    f"{image}: page {page + 1} of the referrers is not an OCI index",
+                    operation=operation,
+                    image=image,
+                )
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                data = None
+            manifests = data.get("manifests") if isinstance(data, dict) else None
+            if not isinstance(manifests, list):
+                raise RegistryError(
+                    f"{image}: the referrers API answered an index without 'manifests'",
+                    operation=operation,
+                    image=image,
+                )
+            descriptors.extend(manifests)
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return descriptors
+            url = response.url.join(following)
+            if (url.scheme, url.host, url.port) != (
+                response.url.scheme,
+                response.url.host,
+                response.url.port,
+            ):
+                # Our credentials go with each request: never to a host the answer names.
+                raise RegistryError(
+                    f"{image}: the referrers API's next page is on another server ({url.host})",
+                    operation=operation,
+                    image=image,
+                )
+            response, body = await self._request(
+                "GET",
+                str(url),
+                operation=operation,
+                image=image,
+                cap=MAX_MANIFEST_BYTES,
+                headers=headers,
+            )
+            if response.status_code >= 400:
+                self._raise_for_status(response, operation, image, body)
+        raise RegistryError(
+            f"{image}: the referrers API answered more than {MAX_REFERRERS_PAGES} pages",
+            operation=operation,
+            image=image,
+        )
 
     async def put_manifest(
         self, repository: str, reference: str, data: bytes, media_type: str
