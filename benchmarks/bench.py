@@ -15,6 +15,7 @@ from measure import Cell, Site, ms, repeat
 from scenarios import (
     BULK_ARCHS,
     BULK_CASES,
+    BULK_CPU_LISTS,
     BULK_LISTS,
     BULK_PER_FILE,
     DELAY,
@@ -26,6 +27,7 @@ from scenarios import (
     startup_cases,
     tags_size,
 )
+from startup import STARTUP_ARCHS, FloorComparison, compare
 
 from support.registry import start_open_registry, start_token_registry
 
@@ -39,8 +41,10 @@ class Results:
     tags: dict[str, Cell] = field(default_factory=dict)
     no_platform: dict[tuple[str, int], Cell] = field(default_factory=dict)
     startup: list[tuple[str, list[float], Optional[float]]] = field(default_factory=list)
+    floor: list[FloorComparison] = field(default_factory=list)  # time to first request
     bulk: list[tuple[str, Cell]] = field(default_factory=list)
     bulk_in_flight: dict[str, int] = field(default_factory=dict)  # label -> --max-concurrency
+    bulk_cpu: dict[int, Cell] = field(default_factory=dict)  # lists -> bulk runs, no latency
     tls: list[tuple[str, str, float, Cell]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     load_after: str = ""
@@ -82,9 +86,11 @@ class Bench:
         with self.registries():
             self.seed()
             self.startup()
+            self.startup_floor()
             self.push_matrix()
             self.extra_tags_and_configs()
             self.bulk()
+            self.bulk_cpu()
         if not self.quick:
             from tls_push import tls_section
 
@@ -192,12 +198,24 @@ class Bench:
             times = [timed(case.args, env) for _ in range(count)]
             self.results.startup.append((case.label, times, case.target))
 
+    def startup_floor(self) -> None:
+        """Time to first request, pushmanifest and ``floor.py`` alternating (``startup.py``)."""
+        runs = 5 if self.quick else 11
+        for name, site in self.sites.items():
+            log(f"start-up: time to first request, pushmanifest and its floor, {name}")
+            site.set_delay(0.0)
+
+            def make_spec(site: Site = site) -> Path:
+                return self.spec(site, STARTUP_ARCHS)
+
+            self.results.floor.append(compare(site, make_spec, runs, STARTUP_ARCHS))
+
     # -- bulk -----------------------------------------------------------------------------------
 
-    def bulk_specs(self, site: Site) -> list[Path]:
-        """BULK_LISTS lists in files of BULK_PER_FILE YAML documents each."""
+    def bulk_specs(self, site: Site, lists: int = BULK_LISTS) -> list[Path]:
+        """``lists`` lists in files of BULK_PER_FILE YAML documents each."""
         paths = []
-        for f in range(BULK_LISTS // BULK_PER_FILE):
+        for f in range(lists // BULK_PER_FILE):
             docs = []
             for j in range(f * BULK_PER_FILE, (f + 1) * BULK_PER_FILE):
                 repo = f"{site.prefix}/bulk{j:02d}"
@@ -225,3 +243,19 @@ class Bench:
             return site.pushmanifest(self.bulk_specs(site), variant=case.variant, extra=case.extra)
 
         return repeat(runs, site, make, depth=True)
+
+    def bulk_cpu(self) -> None:
+        """Issue 12: CPU per request. Bulk runs without latency at the default concurrency, of
+        BULK_CPU_LISTS lists: what the larger costs more, per request more, is the requests'
+        (and their lists') CPU, start-up left out. Median CPU of several runs (CPU time varies
+        less than wall time on a loaded machine)."""
+        site = self.sites["open"]
+        site.set_delay(0.0)
+        runs = 3 if self.quick else 5
+        for lists in BULK_CPU_LISTS:
+            log(f"bulk CPU: {lists} lists, no latency")
+
+            def make(lists: int = lists) -> Callable[[], float]:
+                return site.pushmanifest(self.bulk_specs(site, lists))
+
+            self.results.bulk_cpu[lists] = repeat(runs, site, make)

@@ -66,6 +66,8 @@ class Sample:
     connections: int
     manifest_gets: int
     aside: float = 0.0  # time inside the run not counted in wall (docker annotate)
+    cpu: Optional[float] = None  # pushmanifest's user+sys seconds (rusage.py)
+    rss: Optional[float] = None  # pushmanifest's peak RSS in MiB (rusage.py)
 
 
 @dataclass
@@ -87,6 +89,18 @@ class Cell:
     @property
     def aside(self) -> Optional[float]:
         return median([s.aside for s in self.samples]) if self.ok else None
+
+    @property
+    def cpu(self) -> Optional[float]:
+        """Median CPU seconds (user+sys) of pushmanifest's runs."""
+        found = [s.cpu for s in self.samples if s.cpu is not None]
+        return median(found) if self.ok and found else None
+
+    @property
+    def rss(self) -> Optional[float]:
+        """The largest peak RSS (MiB) over the runs: a bound holds for every run."""
+        found = [s.rss for s in self.samples if s.rss is not None]
+        return max(found) if self.ok and found else None
 
     def most(self, name: str) -> Optional[int]:
         """The largest value of a count over the runs (a bound holds for every run); ``depth``:
@@ -121,6 +135,7 @@ class Site:
                 auths[host] = {"auth": base64.b64encode(secret).decode()}
         (self.config_dir / "config.json").write_text(json.dumps({"auths": auths}))
         self._tags = 0
+        self._usage: Optional[tuple[float, float]] = None  # (cpu s, peak RSS MiB) of the last run
 
     def close(self) -> None:
         self.proxy.stop()
@@ -165,9 +180,11 @@ class Site:
         self.proxy.reset()
         if ts is not None:
             ts.reset()
+        self._usage = None
         start = time.perf_counter()
         aside = action()
         wall = time.perf_counter() - start - aside
+        cpu, rss = self._usage or (None, None)
         records = self.proxy.requests
         token_records = ts.requests if ts is not None else []
         return Sample(
@@ -177,6 +194,8 @@ class Site:
             connections=self.proxy.connections,
             manifest_gets=sum(1 for r in records if r.method == "GET" and "/manifests/" in r.path),
             aside=aside,
+            cpu=cpu,
+            rss=rss,
         )
 
     def waves(self, action: Callable[[], float]) -> int:
@@ -214,9 +233,15 @@ class Site:
         ]
         env = subprocess_env(self.config_dir)
         on_start = self.on_start
+        usage = self.workdir / f"usage-{self.name}.txt"
+        if on_start is None:  # measured, not gated: its CPU time and peak memory too
+            args = [sys.executable, str(HERE / "rusage.py"), str(usage), "--", *args]
 
         def action() -> float:
             run_checked(args, env, "pushmanifest", on_start=on_start)
+            if on_start is None:
+                cpu, kib = usage.read_text().split()
+                self._usage = (float(cpu), int(kib) / 1024)
             return 0.0
 
         return action

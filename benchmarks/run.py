@@ -18,7 +18,12 @@ What it does, all on 127.0.0.1:
   ``waves.py``, the tests' ``WaveGate``; the token server's requests too), wall time (median)
   and the ratio docker / pushmanifest;
 * times ``--version``, ``--help`` (``python -m pushmanifest`` and the installed script) and a dry
-  run of 8 architectures; pushes 50 lists of 8 architectures in one invocation through 50 ms;
+  run of 8 architectures; pushes 50 lists of 8 architectures in one invocation through 50 ms, as
+  is and at ``--max-concurrency`` 16, 32 and 64 (issue 12: 64 no slower than 32, the default
+  the fastest);
+* measures the CPU time (user+sys) and peak RSS of every pushmanifest run (``rusage.py``), and
+  the CPU per request: bulk runs of 10 and of 50 lists without latency, their difference per
+  request (start-up left out);
 * counts TCP connections against requests (keep-alive), and over TLS (the TLS registry behind
   a TCP forwarder that adds a round-trip time) compares HTTP/1.1 with HTTP/2 (when the ``h2``
   package is installed; ``benchmarks/variant.py`` turns it on).
@@ -29,7 +34,7 @@ It prints a Markdown report and writes it to ``--out`` (default
 The parts: ``scenarios.py`` (what is measured, as data), ``measure.py`` (running the commands,
 timing them, counting their requests), ``waves.py`` (their depth, through the gate), ``bench.py``
 (running the scenarios), ``tls_push.py`` (the TLS section), ``report.py`` and ``targets.py`` (the
-Markdown tables), this file (the command).
+Markdown tables), ``rusage.py`` (a command's CPU time and peak memory), this file (the command).
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="N = 2, 8; one run each; bulk on the open registry only; no TLS/HTTP/2 section",
+        help="N = 2, 8; one run each (3 for the CPU per request); bulk on the open registry only; "
+        "no TLS/HTTP/2 section",
     )
     parser.add_argument("--runs", type=int, default=0, metavar="K", help="runs per measurement")
     parser.add_argument(

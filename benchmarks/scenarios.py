@@ -35,9 +35,14 @@ BULK_LISTS, BULK_ARCHS = 50, 8
 #: Bulk specs: BULK_LISTS lists in files of this many YAML documents.
 BULK_PER_FILE = 5
 #: pushmanifest's default --max-concurrency: the size of its connection pool per registry.
-MAX_CONCURRENCY = 16
+MAX_CONCURRENCY = 64
 #: Targets of issue 4 (seconds).
 VERSION_TARGET, HELP_TARGET, DRY_RUN_TARGET, BULK_TARGET = 0.100, 0.150, 0.350, 2.0
+#: Targets of issue 12: CPU per request (seconds, bulk without latency), peak RSS (MiB).
+CPU_PER_REQUEST_TARGET, PEAK_RSS_TARGET = 0.0011, 45.0
+#: CPU per request: bulk runs of this many lists (of BULK_ARCHS) without latency; the
+#: difference between them is the cost of the requests (and of their lists), without start-up.
+BULK_CPU_LISTS = (10, BULK_LISTS)
 #: The registry set-ups (``bench.Bench.registries`` starts them): open, and token auth.
 SITES = ("open", "token")
 
@@ -127,14 +132,19 @@ class BulkCase:
         return MAX_CONCURRENCY
 
 
-_WIDER = ("--max-concurrency", "32")
+def _concurrency(site: str, limit: int) -> BulkCase:
+    return BulkCase(site, f"--max-concurrency {limit}", extra=("--max-concurrency", str(limit)))
+
+
+#: The concurrencies compared (issue 12: 64 in flight no slower than 32; the default the best).
+CONCURRENCIES = (16, 32, 64)
 BULK_CASES = [
     BulkCase("open", "as is"),
     BulkCase("token", "as is"),
-    BulkCase("open", "--max-concurrency 32", extra=_WIDER),
-    BulkCase("token", "--max-concurrency 32", extra=_WIDER),
+    *(_concurrency("open", limit) for limit in CONCURRENCIES),
+    _concurrency("token", 32),
 ]
-QUICK_BULK_CASES = [BulkCase("open", "as is")]
+QUICK_BULK_CASES = [BulkCase("open", "as is"), *(_concurrency("open", n) for n in CONCURRENCIES)]
 
 
 # -- TLS ------------------------------------------------------------------------------------------

@@ -8,7 +8,18 @@ from typing import Optional
 
 from bench import Results
 from measure import Cell, median, ms, value, verdict
-from scenarios import BULK_ARCHS, BULK_LISTS, BULK_TARGET, DELAY, MAX_CONCURRENCY, tags_size
+from scenarios import (
+    BULK_ARCHS,
+    BULK_CPU_LISTS,
+    BULK_LISTS,
+    BULK_TARGET,
+    CONCURRENCIES,
+    CPU_PER_REQUEST_TARGET,
+    DELAY,
+    MAX_CONCURRENCY,
+    PEAK_RSS_TARGET,
+    tags_size,
+)
 
 Row = list[str]
 
@@ -172,3 +183,97 @@ def one_token(res: Results) -> list[Row]:
             verdict(most == 1),
         ]
     ]
+
+
+# -- issue 12: bulk scaling with concurrency, CPU per request, peak memory ----------------------
+
+#: Wall times within this factor count as equal (run-to-run noise of a shared machine).
+WALL_NOISE = 1.05
+
+
+def cpu_per_request(res: Results) -> Optional[float]:
+    """CPU seconds per request without start-up: the difference between the bulk runs of
+    BULK_CPU_LISTS lists, over the difference of their requests."""
+    small, large = (res.bulk_cpu.get(n) for n in BULK_CPU_LISTS)
+    if small is None or large is None or small.cpu is None or large.cpu is None:
+        return None
+    requests = (large.most("requests") or 0) - (small.most("requests") or 0)
+    return (large.cpu - small.cpu) / requests if requests > 0 else None
+
+
+def peak_rss(res: Results) -> list[tuple[str, float]]:
+    """(what, the largest peak RSS in MiB): one list (every push of the matrix), bulk (the
+    default concurrency, every set-up)."""
+    out = []
+    one = [pm.rss for pm, _ in res.push.values() if pm.rss is not None]
+    if one:
+        out.append(("one list (any N, auth, latency)", max(one)))
+    bulk = [c.rss for label, c in res.bulk if label.endswith("as is") and c.rss is not None]
+    if bulk:
+        out.append((f"bulk {BULK_LISTS}x{BULK_ARCHS}, default concurrency", max(bulk)))
+    return out
+
+
+def _open_bulk(res: Results) -> dict[int, Cell]:
+    """The open registry's bulk cells by requests in flight: the rows that give
+    --max-concurrency, else the default's ("as is")."""
+    by_limit: dict[int, Cell] = {}
+    for label, cell in sorted(res.bulk, key=lambda item: item[0].endswith("as is")):
+        if label.startswith("open") and cell.ok:
+            by_limit.setdefault(res.bulk_in_flight[label], cell)
+    return by_limit
+
+
+def issue12_targets(res: Results) -> list[Row]:
+    rows: list[Row] = []
+    by_limit = _open_bulk(res)
+    walls = {n: c.wall for n, c in by_limit.items() if n in CONCURRENCIES and c.wall}
+    if 32 in walls and 64 in walls:
+        cpus = {n: by_limit[n].cpu for n in (32, 64)}
+        rows.append(
+            [
+                "12.4",
+                f"bulk {BULK_LISTS}x{BULK_ARCHS} @ 50 ms: 64 in flight no slower than 32 "
+                f"(wall within {WALL_NOISE:.2f}x)",
+                f"32: {ms(walls[32])} (CPU {ms(cpus[32])}); 64: {ms(walls[64])} "
+                f"(CPU {ms(cpus[64])})",
+                verdict(walls[64] <= walls[32] * WALL_NOISE),
+            ]
+        )
+    if walls:
+        best = min(walls, key=lambda n: walls[n])
+        default = by_limit.get(MAX_CONCURRENCY)
+        measured = ", ".join(
+            f"{n}: {ms(w)} (depth {by_limit[n].most('depth')})" for n, w in sorted(walls.items())
+        )
+        ok = default is not None and (default.wall or 0) <= walls[best] * WALL_NOISE
+        rows.append(
+            [
+                "12.4",
+                f"the default --max-concurrency ({MAX_CONCURRENCY}) is the fastest measured "
+                f"(wall within {WALL_NOISE:.2f}x; depth: round trips one after another)",
+                f"{measured} (fastest: {best})",
+                verdict(ok),
+            ]
+        )
+    per_request = cpu_per_request(res)
+    if per_request is not None:
+        rows.append(
+            [
+                "12.4",
+                f"CPU per request, bulk without latency <= {CPU_PER_REQUEST_TARGET * 1000:.1f} ms "
+                f"(runs of {BULK_CPU_LISTS[1]} lists minus {BULK_CPU_LISTS[0]}, per request)",
+                f"{per_request * 1000:.2f} ms",
+                verdict(per_request <= CPU_PER_REQUEST_TARGET),
+            ]
+        )
+    for label, rss in peak_rss(res):
+        rows.append(
+            [
+                "12.5",
+                f"peak RSS <= {PEAK_RSS_TARGET:g} MiB: {label}",
+                f"{rss:.1f} MiB",
+                verdict(rss <= PEAK_RSS_TARGET),
+            ]
+        )
+    return rows

@@ -10,6 +10,8 @@ Each is session-scoped and yields a :class:`support.registry.RegistryServer` (``
 Tests using them get the ``registry`` marker (``pytest -m "not registry"`` leaves them out).
 
 * ``cli`` - the CLI as a subprocess (:func:`support.cli.run_cli`; test files wrap it as ``run``).
+* ``yaml_loader`` - runs a spec test twice: with libyaml's parser (where PyYAML has it, as a run
+  does) and with the pure-Python loader (PyYAML without libyaml; every text with an error).
 """
 
 from __future__ import annotations
@@ -91,3 +93,22 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
 def cli() -> Callable[..., subprocess.CompletedProcess[Any]]:
     """The CLI as a subprocess: :func:`support.cli.run_cli` (options there)."""
     return run_cli
+
+
+@pytest.fixture(scope="module", params=["libyaml", "pure"])
+def yaml_loader(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The spec loader's YAML parser: libyaml's (skipped where PyYAML has none) or the pure one.
+
+    Module-scoped (hypothesis examples share it): the tests of a module run once with each.
+    """
+    from pushmanifest.spec import nodes
+
+    saved = nodes.FAST_LOADER
+    if request.param == "libyaml" and saved is None:
+        pytest.skip("PyYAML is built without libyaml")
+    if request.param == "pure":
+        nodes.FAST_LOADER = None
+    try:
+        yield request.param
+    finally:
+        nodes.FAST_LOADER = saved

@@ -53,7 +53,8 @@ from pushmanifest.errors import (
 )
 from pushmanifest.manifest import DOCKER_MANIFEST, sha256_digest
 from pushmanifest.reference import Reference, parse_reference
-from pushmanifest.spec import ManifestListSpec, load_spec_file, load_spec_text
+from pushmanifest.spec import ManifestListSpec, load_spec_file, load_spec_text, nodes
+from pushmanifest.spec.nodes import NULL_TAG, SpecLoader, TooDeep, fast_loader_for
 
 FUZZ = settings(max_examples=300, deadline=None)
 #: For tests that take hypothesis examples alongside pytest's tmp_path/monkeypatch: each example
@@ -171,6 +172,7 @@ spec_documents = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @FUZZ
 @given(st.text(max_size=80) | yamlish | spec_lines)
 @example("a: [")  # an unclosed flow collection at the end: was IndexError
@@ -186,6 +188,7 @@ def test_any_text_gives_specs_or_positioned_spec_error(text: str) -> None:
     check_spec_outcome(load_spec_text, text, {"A": "x", "REPO": "r/a", "TAG": "t"})
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @FUZZ
 @given(st.lists(spec_documents, min_size=1, max_size=3), st.sampled_from(["block", "flow", "json"]))
 def test_any_spec_shaped_document_gives_specs_or_positioned_spec_error(
@@ -199,6 +202,7 @@ def test_any_spec_shaped_document_gives_specs_or_positioned_spec_error(
     check_spec_outcome(load_spec_text, "---\n".join(map(dump, documents)), {})
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @FUZZ_WITH_FIXTURES
 @given(
     st.binary(max_size=120)
@@ -216,6 +220,96 @@ def test_any_bytes_in_a_file_give_specs_or_positioned_spec_error(
     check_spec_outcome(load_spec_file, path, {})
 
 
+@pytest.mark.usefixtures("yaml_loader")
+def _composed(loader: Any, text: str) -> Any:
+    """The documents of ``text`` as (tag, line, column, value) trees, or "error". An empty
+    value is shown without its position: libyaml marks it elsewhere (it only ever places a
+    problem, and the loader reads a text with a problem again with PyYAML's own parser)."""
+
+    def tree(node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.tag == NULL_TAG and not node.value:
+            return (node.tag, "")
+        mark = (node.tag, node.start_mark.line, node.start_mark.column)
+        if isinstance(node, yaml.ScalarNode):
+            return (*mark, node.value)
+        if isinstance(node, yaml.SequenceNode):
+            return (*mark, [tree(item) for item in node.value])
+        return (*mark, [(tree(k), tree(v)) for k, v in node.value])
+
+    try:
+        return [None if n is None else tree(n) for n in yaml.compose_all(text, Loader=loader)]
+    except (yaml.YAMLError, TooDeep):
+        return "error"
+
+
+def _loaded(text: str) -> Any:
+    """What :func:`load_spec_text` makes of ``text``: the specs as data, or the problems."""
+    try:
+        return [spec.model_dump() for spec in load_spec_text(text, "f.yaml", env={"A": "x"})]
+    except SpecError as exc:
+        return [str(problem) for problem in exc.problems]
+
+
+#: libyaml's loader as the package built it (the yaml_loader fixture may set FAST_LOADER to None).
+LIBYAML_LOADER = nodes.FAST_LOADER
+
+
+def _libyaml_for(text: str) -> Any:
+    """The loader's choice for ``text`` with libyaml in place, whatever a fixture has set."""
+    saved, nodes.FAST_LOADER = nodes.FAST_LOADER, LIBYAML_LOADER
+    try:
+        return fast_loader_for(text)
+    finally:
+        nodes.FAST_LOADER = saved
+
+
+_YAML_TEXTS = (
+    st.text(st.characters(min_codepoint=9, max_codepoint=126), max_size=80)
+    | yamlish
+    | spec_lines
+    | st.lists(spec_documents, min_size=1, max_size=3).map(
+        lambda docs: "---\n".join(yaml.safe_dump(d, default_flow_style=None) for d in docs)
+    )
+)
+
+
+@FUZZ
+@given(_YAML_TEXTS)
+@example("a: [")
+@example("[" * 60)
+@example("- " * 60 + "a")  # nests too deep: libyaml's check_event compares classes exactly
+@example("image:\ta/b:1\n")  # libyaml allows the tab, PyYAML does not
+@example("\n    !")  # tagged '!': libyaml resolves it to a string, PyYAML to null
+@example("|#- ? >yes- ")  # libyaml reads it, PyYAML does not
+@example("a: &x 1\nb: &x 2")
+@example("%YAML 1.2\n---\na: 1")
+@example("a: *b")
+def test_libyaml_composes_what_pyyaml_composes(text: str) -> None:
+    """Where the loader lets libyaml read a text, libyaml composes the nodes PyYAML composes,
+    at the same lines and columns, or fails (the pure loader then reads the text)."""
+    fast = _libyaml_for(text)
+    if fast is None:
+        return  # read by the pure loader only
+    composed = _composed(fast, text)
+    if composed != "error":
+        assert _composed(SpecLoader, text) == composed
+
+
+@FUZZ
+@given(_YAML_TEXTS)
+@example("image: a:1\nmanifests: [{image: b, platform: }]\n")  # an empty value, no problem
+def test_a_spec_loads_alike_with_libyaml_and_without(text: str) -> None:
+    saved = nodes.FAST_LOADER
+    try:
+        nodes.FAST_LOADER = LIBYAML_LOADER
+        with_libyaml = _loaded(text)
+        nodes.FAST_LOADER = None
+        assert _loaded(text) == with_libyaml
+    finally:
+        nodes.FAST_LOADER = saved
+
+
+@pytest.mark.usefixtures("yaml_loader")
 def test_alias_chains_cannot_nest_deeper_than_the_stack() -> None:
     # Each alias adds a level to the built data, though the YAML's own events stay shallow.
     chain = "".join(f"x-a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 1000))
@@ -225,6 +319,7 @@ def test_alias_chains_cannot_nest_deeper_than_the_stack() -> None:
     assert any("nests more than" in p.message for p in caught.value.problems)
 
 
+@pytest.mark.usefixtures("yaml_loader")
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

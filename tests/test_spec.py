@@ -26,6 +26,9 @@ from pushmanifest.spec import (
     load_spec_text,
 )
 
+# Each test runs with libyaml's parser and with the pure-Python loader (conftest.py).
+pytestmark = pytest.mark.usefixtures("yaml_loader")
+
 SPECS = Path(__file__).parent / "data" / "specs"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "multi-arch-manifest.yaml"
 

@@ -26,6 +26,9 @@ from pushmanifest.spec.diagnostics import (
 )
 from pushmanifest.spec.nodes import SpecLoader
 
+# Each test runs with libyaml's parser and with the pure-Python loader (conftest.py).
+pytestmark = pytest.mark.usefixtures("yaml_loader")
+
 
 def mark(line: int, column: int) -> yaml.Mark:
     return yaml.Mark("s.yaml", 0, line, column, "", 0)

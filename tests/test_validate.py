@@ -127,6 +127,7 @@ def test_unset_variables_are_problems_unless_allowed() -> None:
     assert with_value.returncode == 0, with_value.stderr
 
 
+@pytest.mark.usefixtures("yaml_loader")  # libyaml's parser and the pure loader
 @pytest.mark.parametrize(
     "image",
     [
@@ -146,6 +147,7 @@ def test_unset_variables_may_stand_anywhere(image: str) -> None:
     assert len(strict.problems) == 1 and "not set" in strict.problems[0].message
 
 
+@pytest.mark.usefixtures("yaml_loader")  # libyaml's parser and the pure loader
 @pytest.mark.parametrize(
     ("image", "expected"),
     [
@@ -161,6 +163,7 @@ def test_allowing_unset_variables_still_checks_the_rest(image: str, expected: st
     assert expected in report.problems[0].message
 
 
+@pytest.mark.usefixtures("yaml_loader")  # libyaml's parser and the pure loader
 def test_a_default_is_used_for_an_unset_variable_with_allow_unset_env() -> None:
     text = "image: 'a/b:${TAG:-1.0}'\nmanifests: [{image: a/b:x}]\n"
     report = validate_specs(["-"], env={}, allow_unset_env=True, read_stdin=lambda: text)

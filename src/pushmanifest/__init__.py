@@ -36,6 +36,7 @@ _EXPORTS = {
     "ManifestListSpec": "spec",
     "ManifestEntrySpec": "spec",
     "Reference": "reference",
+    "LayoutReference": "reference",
     "Platform": "platform",
     "Descriptor": "manifest",
     "ManifestList": "manifest",
@@ -65,6 +66,7 @@ __all__ = [
     "InspectResult",
     "InvalidPlatformError",
     "InvalidReferenceError",
+    "LayoutReference",
     "ManifestEntrySpec",
     "ManifestList",
     "ManifestListSpec",
@@ -112,7 +114,7 @@ if TYPE_CHECKING:
     from .manifest import Descriptor, ManifestList, build_manifest_list
     from .platform import Platform
     from .pusher import PushedEntry, PushOptions, PushResult, Referrer, push, push_async
-    from .reference import Reference
+    from .reference import LayoutReference, Reference
     from .registry import ClientOptions, RegistryClient
     from .spec import (
         ManifestEntrySpec,

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 from .errors import InputError, InvalidPlatformError, InvalidReferenceError
 from .platform import Platform, normalize_platform, parse_platform
-from .reference import Reference
+from .reference import Reference, SourceImage, parse_source
 
 if TYPE_CHECKING:
     from .spec import ManifestListSpec
@@ -277,14 +277,14 @@ def spec_from_args(
             "e.g. registry.example.com/app:OS-ARCH-VARIANT or user/app:DOCKERARCH"
         )
     entries = []
-    named: dict[Reference, PlatformArg] = {}
+    named: dict[SourceImage, PlatformArg] = {}
     for item in parsed:
         try:
             text = expand_template(template, item.os, item.architecture, item.variant)
         except InvalidPlatformError as exc:
             raise InvalidPlatformError(f"platform {item.text!r}: {exc}", field=exc.field) from None
         try:
-            image = Reference.parse(text)
+            image = parse_source(text)  # oci:PATH[:TAG] too: a layout per platform
         except InvalidReferenceError as exc:
             raise InvalidReferenceError(
                 f"template {template!r} gives {text!r} for platform {item.text}, "

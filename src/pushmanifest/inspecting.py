@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 from ._checks import check_client_options, check_instance, check_path, options_with
 from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
-from .errors import RegistryError
+from .errors import InvalidReferenceError, RegistryError
 from .manifest import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -32,7 +32,7 @@ from .manifest import (
     json_object,
 )
 from .platform import Platform
-from .reference import Reference
+from .reference import Reference, is_layout_text
 from .registry import ClientOptions, RegistryClient
 
 log = logging.getLogger("pushmanifest")
@@ -181,6 +181,11 @@ async def inspect_async(
     """
     check_instance("inspect", "ref", ref, (str, Reference), "an image reference (str)")
     opts = _merge_options(options, kwargs)
+    if is_layout_text(ref):  # a source elsewhere; here it would name Docker Hub's library/oci
+        raise InvalidReferenceError(
+            f"inspect reads registries: {ref!r} is an OCI image layout on disk (skopeo inspect "
+            "oci:PATH[:TAG] reads one)"
+        )
     reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
     if reference.tag is None and reference.digest is None:
         reference = reference.with_tag("latest")

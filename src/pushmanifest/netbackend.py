@@ -85,29 +85,34 @@ class CachedSocketBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+def _pool(client: httpx.AsyncClient) -> Any:
+    """``client``'s connection pool where it connects through a network backend: httpcore's as
+    this version of httpx builds it, or one that says it does (registry.pool.OriginPool)."""
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool) and not getattr(
+        pool, "has_network_backend", False
+    ):
+        return None
+    if not isinstance(getattr(pool, "_network_backend", None), httpcore.AsyncNetworkBackend):
+        return None
+    return pool
+
+
 def network_backend(client: httpx.AsyncClient) -> Optional[httpcore.AsyncNetworkBackend]:
     """The network backend under ``client``'s connection pool; None where that is not an
     httpcore pool that this version of httpx builds (a custom transport, say)."""
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if not isinstance(pool, httpcore.AsyncConnectionPool) or not isinstance(
-        backend, httpcore.AsyncNetworkBackend
-    ):
-        return None
-    return backend
+    pool = _pool(client)
+    return None if pool is None else pool._network_backend
 
 
 def install(client: httpx.AsyncClient) -> bool:
     """Put the caching backend under ``client``'s own connection pool; False where it is not an
     httpcore pool that this version of httpx builds (a custom transport, say): left as it is."""
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if not isinstance(pool, httpcore.AsyncConnectionPool) or not isinstance(
-        backend, httpcore.AsyncNetworkBackend
-    ):
+    pool = _pool(client)
+    if pool is None:
         return False
-    if not isinstance(backend, CachedSocketBackend):
-        pool._network_backend = CachedSocketBackend(backend)
+    if not isinstance(pool._network_backend, CachedSocketBackend):
+        pool._network_backend = CachedSocketBackend(pool._network_backend)
     return True
 
 

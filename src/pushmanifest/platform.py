@@ -9,7 +9,6 @@ the list we build is byte for byte what manifest-tool builds from the same spec.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -330,6 +329,8 @@ def _match_variant(arch: str, value: str) -> str:
 
 
 def _close_match(value: str, choices: Iterable[str]) -> Optional[str]:
+    import difflib  # here: only a value to correct needs it (start-up)
+
     matches = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return matches[0] if matches else None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Union
 
 from .errors import InvalidReferenceError
 
@@ -325,3 +325,80 @@ def _check_digest(digest: str, text: str = "") -> None:
         )
     if hex_part != hex_part.lower():
         raise _fail(f"digest {_q(digest)}{where}: write the hex digits in lowercase")
+
+
+# --------------------------------------------------------------------------------------------
+# OCI image layouts as sources: ``oci:PATH[:TAG]``
+
+#: The transport prefix of an OCI image layout source (skopeo's, podman's, buildx's spelling).
+LAYOUT_PREFIX = "oci:"
+#: containers/image's rule for an image name in an OCI layout (its ``refRegexp``): components of
+#: letters and digits joined by ``-._:@+`` or ``--``, separated by ``/``.
+_LAYOUT_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_LAYOUT_REF_NAME = re.compile(rf"{_LAYOUT_COMPONENT}(?:/{_LAYOUT_COMPONENT})*")
+#: A path and a ref name longer than this are no layout anyone wrote.
+LAYOUT_TEXT_MAX = 4096
+
+
+@dataclass(frozen=True)
+class LayoutReference:
+    """An OCI image layout on disk (``oci:PATH[:TAG]``) as a source: a directory and,
+    optionally, the ``org.opencontainers.image.ref.name`` of the image or index in it."""
+
+    path: str
+    tag: Optional[str] = None
+
+    @classmethod
+    def parse(cls, text: str) -> LayoutReference:
+        """``oci:PATH[:TAG]`` (or ``PATH[:TAG]``), split as skopeo splits it: at the first
+        ``:``, so the path holds none; the tag follows containers/image's ref name rule."""
+        return parse_layout_reference(text)
+
+    def __str__(self) -> str:
+        return f"{LAYOUT_PREFIX}{self.path}" + (f":{self.tag}" if self.tag else "")
+
+    def familiar(self) -> str:
+        return str(self)
+
+    def familiar_name(self) -> str:
+        return f"{LAYOUT_PREFIX}{self.path}"
+
+
+#: A source: an image in a registry, or an OCI image layout on disk.
+SourceImage = Union[Reference, LayoutReference]
+
+
+def is_layout_text(text: object) -> bool:
+    """Whether ``text`` names an OCI layout (``oci:...``) rather than a registry image."""
+    return isinstance(text, str) and text.startswith(LAYOUT_PREFIX)
+
+
+def parse_source(text: str) -> SourceImage:
+    """A source as a spec or a template writes it: ``oci:PATH[:TAG]``, else a reference."""
+    if is_layout_text(text):
+        return parse_layout_reference(text)
+    return _parse(text)
+
+
+def parse_layout_reference(text: str) -> LayoutReference:
+    if not isinstance(text, str):
+        raise _fail(f"an OCI layout source must be a string, not {type(text).__name__}")
+    body = text[len(LAYOUT_PREFIX) :] if text.startswith(LAYOUT_PREFIX) else text
+    example = "e.g. oci:./build/oci:v1 or oci:/tmp/layout"
+    if len(text) > LAYOUT_TEXT_MAX:
+        raise _fail(f"OCI layout source {_q(text)} is longer than {LAYOUT_TEXT_MAX} characters")
+    if any(ch in body for ch in "\0\n\r"):
+        raise _fail(f"OCI layout source {_q(text)} holds a control character")
+    # skopeo (containers/image) cuts at the first ':': a path cannot hold one.
+    path, colon, tag = body.partition(":")
+    if not path:
+        raise _fail(f"OCI layout source {_q(text)} names no directory: {example}")
+    if colon and not tag:
+        raise _fail(f"OCI layout source {_q(text)}: the tag after ':' is empty; {example}")
+    if tag and not _LAYOUT_REF_NAME.fullmatch(tag):
+        raise _fail(
+            f"OCI layout source {_q(text)}: {_q(tag)} is not a valid image name in a layout "
+            "(letters and digits, joined by '-', '.', '_', ':', '@', '+' or '--', "
+            "components separated by '/'); a directory cannot hold ':'"
+        )
+    return LayoutReference(path=path, tag=tag or None)

@@ -53,7 +53,8 @@ _LIST_FIELDS = {
 }
 _ENTRY_FIELDS = {
     "image": "A source image: a tag or a digest, " + _REFERENCE_HELP + ". An image, or a list "
-    "(its entries are inlined).",
+    "(its entries are inlined); or an OCI image layout on disk, oci:PATH[:TAG] (its blobs are "
+    "uploaded to the target).",
     "platform": "The platform of the image. Without it, it is read from the image's config; a "
     "partial platform (architecture only) takes the rest from there.",
     "annotations": "Annotations of this entry's descriptor in the list.",

@@ -161,9 +161,9 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-concurrency",
         type=_CONCURRENCY,
-        default=16,
+        default=64,
         metavar="N",
-        help="requests in flight per registry (default 16)",
+        help="requests in flight per registry (default 64)",
     )
     group.add_argument(
         "--retries",

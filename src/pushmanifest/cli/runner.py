@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Optional, TextIO
 
 from .. import __version__
+from .._imports import skip_pydantic_plugin_scan
 from ..errors import PushManifestError, SpecError
 from .commands import RUNS
 from .parsers import _PARSERS, COMMANDS, USAGE, _split_command
@@ -107,6 +108,7 @@ def _skip_unused_imports() -> None:
     sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    skip_pydantic_plugin_scan()  # its loader imports importlib.metadata even when all are off
 
 
 def _choices() -> str:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from ..manifest import Descriptor, json_object
 from ..quirks import put_when_settled
-from ..reference import Reference
+from ..reference import LayoutReference, Reference, SourceImage
 from ..registry import UploadRestart
+from . import layouts
 from .common import gather, log
 
 if TYPE_CHECKING:
@@ -32,19 +33,24 @@ async def copy_entries(run: _Run, target: Reference, entries: list[PushedEntry])
     await gather(
         copy_once(run, e.image, target, e.descriptor)
         for e in entries
-        if (e.image.registry, e.image.repository) != (target.registry, target.repository)
+        if isinstance(e.image, LayoutReference)
+        or (e.image.registry, e.image.repository) != (target.registry, target.repository)
     )
 
 
 def copy_once(
-    run: _Run, source: Reference, target: Reference, child: Descriptor
+    run: _Run, source: SourceImage, target: Reference, child: Descriptor
 ) -> Awaitable[bytes]:
-    """The manifest ``child`` of ``source``'s repository copied into ``target``'s (its blobs, then
-    the manifest by digest), once per run however many lists (or referrers) need it."""
-    return run.copied.get(
-        ("copy", target.registry, target.repository, child.digest),
-        lambda: _copy_manifest(run, source, target, child),
-    )
+    """The manifest ``child`` of ``source``'s repository (or OCI layout: uploaded from disk)
+    copied into ``target``'s (its blobs, then the manifest by digest), once per run however many
+    lists (or referrers) need it."""
+
+    def copy() -> Awaitable[bytes]:
+        if isinstance(source, LayoutReference):
+            return layouts.upload_manifest(run, source, target, child)
+        return _copy_manifest(run, source, target, child)
+
+    return run.copied.get(("copy", target.registry, target.repository, child.digest), copy)
 
 
 async def _copy_manifest(

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 from ..errors import RegistryError
 from ..manifest import OCI_INDEX, Descriptor, json_object
 from ..quirks import put_when_settled
-from ..reference import Reference
+from ..reference import LayoutReference, Reference
 from .common import LIST_MEDIA_TYPES, gather, is_attestation, log
 from .copying import copy_once
 
@@ -179,6 +179,8 @@ async def discover(
         keys: list[tuple[str, ...]] = []
         for entry in entries:
             source = entry.image
+            if isinstance(source, LayoutReference):
+                continue  # an OCI layout on disk: no registry to find referrers in
             if (source.registry, source.repository) == (target.registry, target.repository):
                 continue  # already in the target repository, and so are its referrers
             if is_attestation(entry.descriptor):

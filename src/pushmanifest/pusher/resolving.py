@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 from ..errors import InputError, MissingSourcesError, RegistryError
 from ..manifest import Descriptor, descriptor_from_json, json_object
 from ..platform import Platform
-from ..reference import Reference
+from ..reference import LayoutReference, Reference, SourceImage
 from . import selecting
 from .common import (
     IMAGE_MEDIA_TYPES,
@@ -103,7 +103,7 @@ async def wait_for_sources(
 
 
 def present_sources(
-    spec: ManifestListSpec, found: dict[Reference, Optional[Descriptor]], ignore_missing: bool
+    spec: ManifestListSpec, found: dict[SourceImage, Optional[Descriptor]], ignore_missing: bool
 ) -> list[Source]:
     """The spec's sources that exist; a missing one is an error unless ``ignore_missing``."""
     missing = [e.image.familiar() for e in spec.manifests if found[e.image] is None]
@@ -164,7 +164,7 @@ async def resolve(run: _Run, source: Source) -> None:
     source.entries = [with_platform(source.head, platform, source.entry.annotations)]
 
 
-async def _config_platform(run: _Run, image: Reference, digest: str) -> Platform:
+async def _config_platform(run: _Run, image: SourceImage, digest: str) -> Platform:
     manifest = json_object(await run.fetch_manifest(image, digest), image.familiar())
     config = manifest.get("config")
     config_digest = config.get("digest") if isinstance(config, dict) else None
@@ -186,7 +186,7 @@ async def _config_platform(run: _Run, image: Reference, digest: str) -> Platform
     return platform
 
 
-def _compare_platforms(image: Reference, given: Platform, actual: Platform, strict: bool) -> None:
+def _compare_platforms(image: SourceImage, given: Platform, actual: Platform, strict: bool) -> None:
     if (given.os, given.architecture, given.variant) == (
         actual.os,
         actual.architecture,
@@ -220,6 +220,12 @@ async def _resolve_list(run: _Run, source: Source) -> list[Descriptor]:
         descriptor = descriptor_from_json(child, f"{image.familiar()} entry {index}")
         if is_attestation(descriptor):
             attestations.append(descriptor)
+        elif (descriptor.platform is None or not descriptor.platform.architecture) and (
+            isinstance(image, LayoutReference)
+        ):
+            # An OCI layout's index without platforms (some tools write none): the configs say.
+            platform = await _config_platform(run, image, descriptor.digest)
+            images.append(with_platform(descriptor, platform))
         elif descriptor.platform is None or not descriptor.platform.architecture:
             raise RegistryError(
                 f"{image.familiar()}: its entry {index} ({descriptor.digest}) has no "

@@ -10,7 +10,7 @@ from .._checks import check_bool, check_client_options, check_instance, check_nu
 from ..auth import Credentials
 from ..manifest import Descriptor, ManifestList
 from ..platform import Platform
-from ..reference import Reference
+from ..reference import Reference, SourceImage
 from ..registry import ClientOptions
 from .referrers import Referrer
 
@@ -26,7 +26,7 @@ SpecInput = Union["ManifestListSpec", Sequence["ManifestListSpec"]]
 class PushedEntry:
     """One entry of a pushed list: the source as the spec named it, and what it resolved to."""
 
-    image: Reference
+    image: SourceImage  # a registry image, or an OCI layout on disk (oci:PATH[:TAG])
     descriptor: Descriptor
 
     @property

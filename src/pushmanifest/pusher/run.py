@@ -21,9 +21,9 @@ from ..auth import Credentials, load_docker_config, resolve_credentials
 from ..errors import InputError, NetworkError, RegistryError
 from ..manifest import OCI_INDEX, Descriptor, ManifestList, build_manifest_list
 from ..quirks import put_when_settled
-from ..reference import Reference
+from ..reference import LayoutReference, Reference, SourceImage
 from ..registry import RegistryClient
-from . import appending, copying, referrers, resolving, selecting
+from . import appending, copying, layouts, referrers, resolving, selecting
 from .common import (
     Memo,
     all_targets,
@@ -38,6 +38,7 @@ from .results import PartialPush, PushedEntry, PushOptions, PushResult, SpecInpu
 
 if TYPE_CHECKING:
     from ..auth import DockerConfig
+    from ..layout import OciLayout
     from ..spec import ManifestListSpec
     from .appending import ExistingList
     from .resolving import Source
@@ -102,6 +103,8 @@ class _Run:
         # Each blob copy may hold a GET from the source and a PUT to the target at once: half
         # the per-registry bound keeps both within it, so copies cannot starve each other.
         self.copy_slots = asyncio.Semaphore(max(1, self.options.client.max_concurrency // 2))
+        #: The OCI layouts the run's sources name (layouts.py), read and verified.
+        self.layouts: dict[LayoutReference, OciLayout] = {}
         #: Once writing has begun: every list's result, and the tags written so far.
         self._writing: Optional[list[PushResult]] = None
         self._tags_written: set[tuple[str, str, str]] = set()
@@ -128,6 +131,7 @@ class _Run:
             for spec in specs
             for ref in [spec.image, *(entry.image for entry in spec.manifests)]
             + ([spec.subject] if spec.subject is not None else [])
+            if isinstance(ref, Reference)  # not an OCI layout on disk
         )
         if any(self.options.credentials is None or r not in targets for r in registries):
             self._docker_config = load_docker_config(self.options.docker_config)
@@ -160,17 +164,32 @@ class _Run:
                 target.repository, "pull" if dry_run else "pull,push"
             )
             for entry in spec.manifests:
-                self.client(entry.image.registry).add_scope(entry.image.repository, "pull")
+                if isinstance(entry.image, Reference):
+                    self.client(entry.image.registry).add_scope(entry.image.repository, "pull")
             if spec.subject is not None:
                 self.client(spec.subject.registry).add_scope(spec.subject.repository, "pull")
         await gather(client.ping() for client in self._clients.values())
 
         # One wave: every source HEAD, and every target tag HEAD (to skip unchanged PUTs).
-        heads = [entry.image for spec in specs for entry in spec.manifests]
+        # OCI layouts on disk are read meanwhile, every blob hashed: nothing is written before.
+        heads = [
+            entry.image
+            for spec in specs
+            for entry in spec.manifests
+            if isinstance(entry.image, Reference)
+        ]
         targets = [] if dry_run and not self.options.append else all_targets(specs)
         subjects = [spec.subject for spec in specs if spec.subject is not None]
         wanted = unique([*heads, *targets, *subjects])
-        found = dict(zip(wanted, await gather(self.head(ref) for ref in wanted)))
+        reading = asyncio.ensure_future(layouts.read_layouts(self, specs))
+        try:
+            answers = await gather(self.head(ref) for ref in wanted)
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        in_layouts = await reading
+        found = dict(zip(wanted, answers))
         self._subjects_found(specs, found)
         await resolving.confirm_missing(self, heads, found)
         if self.options.wait:
@@ -178,8 +197,11 @@ class _Run:
             missing = unique(ref for ref in heads if found[ref] is None)
             found.update(await resolving.wait_for_sources(self, missing))
 
+        in_sources: dict[SourceImage, Optional[Descriptor]] = dict(found.items())
+        in_sources.update(in_layouts.items())
         present = [
-            resolving.present_sources(spec, found, self.options.ignore_missing) for spec in specs
+            resolving.present_sources(spec, in_sources, self.options.ignore_missing)
+            for spec in specs
         ]
         # Only now, and only where needed: lists, configs, the list to append to (GETs).
         _, existing = await asyncio.gather(
@@ -296,21 +318,28 @@ class _Run:
         log.info("pushed %s to %s", digest, ref.familiar())
         return digest
 
-    def fetch_manifest(self, image: Reference, digest: str) -> Awaitable[bytes]:
+    def fetch_manifest(self, image: SourceImage, digest: str) -> Awaitable[bytes]:
         """A manifest by digest, fetched once per run however many ask (GETs only where
         needed: lists as sources, configs' manifests, the list to append to, copies)."""
+        if isinstance(image, LayoutReference):
+            return layouts.manifest(self, image, digest)
+        ref = image
 
         async def fetch() -> bytes:
-            body, _ = await self.client(image.registry).get_manifest(image.repository, digest)
+            body, _ = await self.client(ref.registry).get_manifest(ref.repository, digest)
             return body
 
-        return self._fetched.get(("manifest", image.registry, image.repository, digest), fetch)
+        return self._fetched.get(("manifest", ref.registry, ref.repository, digest), fetch)
 
-    def fetch_blob(self, image: Reference, digest: str) -> Awaitable[bytes]:
+    def fetch_blob(self, image: SourceImage, digest: str) -> Awaitable[bytes]:
+        if isinstance(image, LayoutReference):
+            return layouts.config(self, image, digest)
+        ref = image
+
         def fetch() -> Awaitable[bytes]:
-            return self.client(image.registry).get_blob(image.repository, digest)
+            return self.client(ref.registry).get_blob(ref.repository, digest)
 
-        return self._fetched.get(("blob", image.registry, image.repository, digest), fetch)
+        return self._fetched.get(("blob", ref.registry, ref.repository, digest), fetch)
 
     async def _copy_entries(self, target: Reference, entries: list[PushedEntry]) -> None:
         # A method (like _put) so that a test can act between the copies and the writes.
@@ -348,7 +377,7 @@ class _Run:
     def _own_entries(self, spec: ManifestListSpec, sources: list[Source]) -> list[PushedEntry]:
         """This run's entries, from its sources; two of one platform are an input error."""
         entries: list[PushedEntry] = []
-        seen: dict[tuple[Any, ...], Reference] = {}
+        seen: dict[tuple[Any, ...], SourceImage] = {}
         for source in sources:
             for descriptor in source.entries:
                 if not is_attestation(descriptor):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError, RegistryError
 from ..manifest import Descriptor
 from ..platform import Platform
-from ..reference import Reference
+from ..reference import Reference, SourceImage
 from .common import attested_digest, is_attestation, log, with_platform
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def narrow_specs(specs: Sequence[ManifestListSpec], options: PushOptions) -> lis
 
 
 def filter_list_entries(
-    image: Reference,
+    image: SourceImage,
     entry: ManifestEntrySpec,
     options: PushOptions,
     images: list[Descriptor],
@@ -183,7 +183,9 @@ def filter_list_entries(
 
 
 def nothing_left(
-    spec: ManifestListSpec, options: PushOptions, found: Sequence[tuple[Reference, Sequence[str]]]
+    spec: ManifestListSpec,
+    options: PushOptions,
+    found: Sequence[tuple[SourceImage, Sequence[str]]],
 ) -> RegistryError:
     """--platform left none of a list's sources' images: an error naming each source and the
     platforms it has (``found``: each source and the platforms it had)."""
@@ -196,7 +198,7 @@ def nothing_left(
     )
 
 
-def not_a_list(image: Reference) -> RegistryError:
+def not_a_list(image: SourceImage) -> RegistryError:
     return RegistryError(
         f"{image.familiar()} is a single image, not a list: 'platforms' keeps entries of a "
         "list (give 'platform' for an image)",

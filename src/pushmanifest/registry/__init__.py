@@ -20,12 +20,16 @@ The package, one concept a module:
 
 from __future__ import annotations
 
+from .._imports import remember_missing_sniffio
 from .bodies import MAX_CONFIG_BYTES, MAX_ENCODING_LAYERS, MAX_ERROR_BYTES, MAX_MANIFEST_BYTES
 from .client import ACCEPT_MANIFESTS, RegistryClient
 from .connection import MAX_RETRY_AFTER, RETRY_STATUSES, Connection, _retry_after
 from .failures import DocumentTooSlowError, RateLimit, UploadRestart, decode_error, rate_limit
 from .options import ClientOptions
 from .uploads import UPLOAD_CANCEL_SECONDS, BlobTransfers
+
+# httpcore tries to import sniffio several times per request: where it is missing, once.
+remember_missing_sniffio()
 
 __all__ = [
     "ACCEPT_MANIFESTS",

@@ -37,6 +37,7 @@ from .failures import (
     rate_limit,
 )
 from .options import ClientOptions
+from .pool import install as install_pool
 
 log = logging.getLogger("pushmanifest")
 T = TypeVar("T")
@@ -104,6 +105,7 @@ class Connection:
             follow_redirects=True,
         )
         netbackend.install(client)
+        install_pool(client)  # after the backend: the pool keeps the caching one
         return client
 
     async def __aenter__(self: _Self) -> _Self:
@@ -305,9 +307,11 @@ class Connection:
         raw: bool,
     ) -> tuple[httpx.Response, bytes]:
         """One try of a request (``small``: a document, not a streamed upload)."""
-        request = build()
 
         async def exchange() -> tuple[httpx.Response, bytes]:
+            # Built once the request may go: a bulk run's hundreds of waiting requests hold no
+            # request objects (peak memory).
+            request = build()
             response = await self._client.send(
                 request,
                 auth=auth,  # type: ignore[arg-type]
@@ -347,7 +351,8 @@ class Connection:
         if log.isEnabledFor(logging.DEBUG):
             limit = rate_limit(response.headers)
             suffix = f" ({limit})" if limit else ""
-            log.debug("%s %s -> %d%s", request.method, request.url, response.status_code, suffix)
+            sent = response.request
+            log.debug("%s %s -> %d%s", sent.method, sent.url, response.status_code, suffix)
         return response, body
 
     def _network_error(self, operation: str, image: str, exc: httpx.TransportError) -> NetworkError:

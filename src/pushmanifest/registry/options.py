@@ -19,7 +19,7 @@ class ClientOptions:
     ca_file: Optional[str] = None
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
-    max_concurrency: int = 16
+    max_concurrency: int = 64
     #: Attempts per request (1 = no retry) and the first backoff in seconds (doubling).
     retries: int = 5
     backoff: float = 0.5

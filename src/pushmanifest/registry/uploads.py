@@ -27,6 +27,11 @@ log = logging.getLogger("pushmanifest")
 
 #: Seconds a cancelled upload may take to end its body and delete its session.
 UPLOAD_CANCEL_SECONDS = 10.0
+#: upload_blob_in_chunks: the most bytes one PATCH carries (each streamed, never held).
+UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
+#: upload_blob_in_chunks: the blob's last bytes, sent in a PATCH of their own once the source
+#: has ended (and checked its digest), so that a corrupt blob is never sent whole.
+UPLOAD_TAIL_BYTES = 1024 * 1024
 
 
 class BlobTransfers(Connection):
@@ -174,6 +179,93 @@ class BlobTransfers(Connection):
             await self.delete_upload(latest)
             raise
 
+    async def upload_blob_in_chunks(
+        self, location: str, digest: str, size: int, chunks: AsyncIterator[bytes], image: str
+    ) -> None:
+        """Fill an upload session in PATCHes of at most UPLOAD_CHUNK_BYTES, then commit it.
+
+        For a source whose size is known (a file): each PATCH has its Content-Range and
+        Content-Length and a body streamed from ``chunks``, so memory stays constant. The last
+        UPLOAD_TAIL_BYTES are read whole and sent only once ``chunks`` has ended, so a source
+        that checks its digest at its end (and raises) fails before the registry holds the
+        whole blob; the commit's PUT names the digest, which the registry checks again. On any
+        failure or cancellation the session is deleted at its latest Location.
+        """
+        limit = max(1, UPLOAD_CHUNK_BYTES)
+        source = _Pieces(chunks)
+        latest = location
+        tail = min(size, max(1, UPLOAD_TAIL_BYTES))
+        start = 0
+        deleted = False  # a PATCH cancelled in flight deletes its session itself
+        try:
+            while start < size:
+                length = min(limit, size - tail - start) if start < size - tail else tail
+                last = start + length == size
+                body: Any = await source.read_all(length) if last else source.stream(length)
+                if last:
+                    await source.end(image)
+                patch = asyncio.ensure_future(
+                    self._request(
+                        "PATCH",
+                        latest,
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"{start}-{start + length - 1}",
+                            "Content-Length": str(length),
+                        },
+                        content=body,
+                        operation="push blob to",
+                        image=image,
+                        cap=MAX_ERROR_BYTES,
+                        retry=False,  # a stream cannot be sent twice
+                    )
+                )
+                try:
+                    response, answer = await asyncio.shield(patch)
+                except asyncio.CancelledError:
+                    deleted = True
+                    await self._cancel_after(patch, latest)
+                    raise
+                latest = self._next_location(response, latest)
+                self._raise_for_status(response, "push blob to", image, answer)
+                start += length
+            if size == 0:
+                await source.end(image)
+        except BaseException:
+            if not deleted:
+                await asyncio.shield(self.delete_upload(latest))
+            raise
+        await self._commit(latest, digest, image)
+
+    async def _commit(self, latest: str, digest: str, image: str) -> None:
+        """The PUT that ends an upload session, with its digest; the session deleted on failure."""
+        url = httpx.URL(latest).copy_merge_params({"digest": digest})
+        commit = asyncio.ensure_future(
+            self._request(
+                "PUT",
+                str(url),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+                content=b"",
+                operation="push blob to",
+                image=image,
+                cap=MAX_ERROR_BYTES,
+                retry=False,
+            )
+        )
+        try:
+            response, body = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await self._cancel_after(commit, latest, committing=True)
+            raise
+        except BaseException:
+            await self.delete_upload(latest)
+            raise
+        try:
+            self._raise_for_status(response, "push blob to", image, body)
+        except BaseException:
+            await self.delete_upload(latest)
+            raise
+
     async def _cancel_after(
         self,
         request: asyncio.Future[Any],
@@ -266,6 +358,42 @@ class BlobTransfers(Connection):
             yield chunks()
         finally:
             await response.aclose()
+
+
+class _Pieces:
+    """A blob stream cut into given lengths: PATCH bodies streamed, or the tail read whole."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks.__aiter__()
+        self._held = b""
+
+    async def _next(self) -> bytes:
+        if self._held:
+            piece, self._held = self._held, b""
+            return piece
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    async def stream(self, length: int) -> AsyncIterator[bytes]:
+        left = length
+        while left > 0:
+            piece = await self._next()
+            if not piece:
+                raise RegistryError(f"the blob ended {left} bytes short of its size")
+            if len(piece) > left:
+                piece, self._held = piece[:left], piece[left:]
+            left -= len(piece)
+            yield piece
+
+    async def read_all(self, length: int) -> bytes:
+        return b"".join([piece async for piece in self.stream(length)])
+
+    async def end(self, image: str) -> None:
+        """The source's end (where it checks its digest); more bytes than its size: an error."""
+        if await self._next():
+            raise RegistryError(f"cannot push blob to {image}: the blob is longer than its size")
 
 
 class _StoppableFeed:

@@ -33,6 +33,7 @@ from .nodes import (
     Builder,
     SpecLoader,
     TooDeep,
+    fast_loader_for,
 )
 from .problems import (
     CODE_FILENAME,
@@ -85,13 +86,26 @@ def load_spec_text(
         if len(data) > MAX_SPEC_BYTES:
             raise SpecError([_too_large(data, filename)])
     variables: Mapping[str, str] = os.environ if env is None else env
+    fast = fast_loader_for(text)
+    if fast is not None:
+        try:
+            return _load_documents(text, filename, variables, fast)
+        except SpecError:
+            pass  # found again, at PyYAML's positions and in its words, by the pure loader
+    return _load_documents(text, filename, variables, SpecLoader)
+
+
+def _load_documents(
+    text: str, filename: str, variables: Mapping[str, str], loader: type
+) -> list[ManifestListSpec]:
+    """:func:`load_spec_text` with the YAML composed by ``loader``."""
     problems: list[SpecProblem] = []
     notices: list[SpecProblem] = []
     specs: list[ManifestListSpec] = []
     documents = 0
     values = 0
     try:
-        for node in yaml.compose_all(text, Loader=SpecLoader):
+        for node in yaml.compose_all(text, Loader=loader):
             if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == NULL_TAG):
                 continue  # an empty document, e.g. after a trailing '---'
             documents += 1

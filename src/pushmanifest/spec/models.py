@@ -32,7 +32,7 @@ from typing_extensions import Self, TypeAlias
 from ..errors import InvalidPlatformError, InvalidReferenceError, SpecError
 from ..manifest import is_media_type
 from ..platform import Platform, normalize_platform, parse_platform
-from ..reference import Reference
+from ..reference import LayoutReference, Reference, SourceImage, is_layout_text
 from .problems import CODE_FILENAME, Loc, validation_problems
 from .variables import expand
 
@@ -119,7 +119,23 @@ def _parse_reference(value: Any, info: ValidationInfo) -> tuple[Reference, str]:
         raise _problem_error(f"{exc}{_from_note(value, text)}") from None
 
 
-def _source_reference(value: Any, info: ValidationInfo) -> Reference:
+def _source_reference(value: Any, info: ValidationInfo) -> SourceImage:
+    if isinstance(value, LayoutReference):
+        return value
+    if isinstance(value, str) and is_layout_text(value):  # oci:PATH[:TAG], a layout on disk
+        text = _expanded(value, info)
+        try:
+            return LayoutReference.parse(text)
+        except InvalidReferenceError as exc:
+            raise _problem_error(f"{exc}{_from_note(value, text)}") from None
+    return _parse_reference(value, info)[0]
+
+
+def _subject_reference(value: Any, info: ValidationInfo) -> Reference:
+    if isinstance(value, str) and is_layout_text(value):
+        raise _problem_error(
+            "a subject is a manifest in a registry (IMAGE[:TAG|@DIGEST]), not an OCI layout"
+        )
     return _parse_reference(value, info)[0]
 
 
@@ -202,7 +218,7 @@ def _entry_platform(value: Optional[PlatformSpec]) -> Optional[Platform]:
     return None if value is None else value.platform
 
 
-def _reference_text(value: Reference) -> str:
+def _reference_text(value: SourceImage) -> str:
     return str(value)
 
 
@@ -211,16 +227,22 @@ def _serialize_platform(value: Optional[Platform]) -> Optional[dict[str, object]
 
 
 if TYPE_CHECKING:
-    SourceReference: TypeAlias = Reference
+    SourceReference: TypeAlias = SourceImage
     TargetReference: TypeAlias = Reference
+    SubjectReference: TypeAlias = Reference
     TagText: TypeAlias = str
     PlatformField: TypeAlias = Optional[Platform]
     MediaTypeText: TypeAlias = str
     PlatformText: TypeAlias = Platform
 else:
     SourceReference = Annotated[
-        Reference,
+        SourceImage,
         PlainValidator(_source_reference),
+        PlainSerializer(_reference_text, return_type=str),
+    ]
+    SubjectReference = Annotated[
+        Reference,
+        PlainValidator(_subject_reference),
         PlainSerializer(_reference_text, return_type=str),
     ]
     TargetReference = Annotated[
@@ -419,7 +441,7 @@ class ManifestListSpec(_SpecModel):
     #: OCI 1.1 fields of an index: the artifact's media type, and the manifest it refers to
     #: (an image reference, resolved with a HEAD before anything is written).
     artifact_type: Optional[MediaTypeText] = Field(None, alias="artifactType")
-    subject: Optional[SourceReference] = None
+    subject: Optional[SubjectReference] = None
     annotations: dict[str, str] = Field(default_factory=dict)
     manifests: list[ManifestEntrySpec]
     origin: str = ""

@@ -27,6 +27,7 @@ __all__ = [
     "Builder",
     "SpecLoader",
     "TooDeep",
+    "fast_loader_for",
 ]
 
 NULL_TAG = "tag:yaml.org,2002:null"
@@ -222,23 +223,75 @@ class TooDeep(Exception):
         self.mark = mark
 
 
-class SpecLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer stops where the text nests deeper than any spec does.
+class _DepthLimit:
+    """A composer mix-in that stops where the text nests deeper than any spec does.
 
     PyYAML's composer recurses once per level, and would raise RecursionError.
     """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent: Optional[yaml.Node], index: int) -> Optional[yaml.Node]:
-        if not self.check_event(yaml.CollectionStartEvent):
-            return super().compose_node(parent, index)
+        loader: Any = self
+        # The two classes by name: libyaml's check_event compares classes, not isinstance.
+        if not loader.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)  # type: ignore[misc,no-any-return]
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise TooDeep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
-            return super().compose_node(parent, index)
+                raise TooDeep(loader.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[misc,no-any-return]
         finally:
             self._depth -= 1
+
+
+class SpecLoader(_DepthLimit, yaml.SafeLoader):
+    """A SafeLoader whose composer stops where the text nests deeper than any spec does
+    (pure Python: reader, scanner and parser too). Its errors are the ones explained to users
+    (:mod:`.diagnostics`)."""
+
+
+def _fast_loader_class() -> Optional[type]:
+    """Python's composer (with the depth limit) over libyaml's parser, where PyYAML has it.
+
+    libyaml scans and parses ~8x faster than PyYAML's Python reader, scanner and parser; its
+    events carry the same marks (line, column) for the text :func:`fast_loader_for` lets it
+    read. The composer stays PyYAML's own (libyaml's C one has no depth limit and recurses
+    without bound), and so do the resolver and the tags.
+    """
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # PyYAML built without libyaml
+        return None
+    from yaml.composer import Composer
+    from yaml.resolver import Resolver
+
+    class FastSpecLoader(_DepthLimit, Composer, CParser, Resolver):
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            Resolver.__init__(self)
+
+    return FastSpecLoader
+
+
+#: The loader on libyaml's parser; None without libyaml (tests set it to None: the pure one).
+FAST_LOADER: Optional[type] = _fast_loader_class()
+# Where libyaml and PyYAML could disagree, the pure loader reads the text: libyaml gets printable
+# ASCII and line breaks only (what a character is, which are allowed, and the columns after a
+# multi-byte one are then the same), without tabs (libyaml allows them where PyYAML does not),
+# tags ('!'), complex keys ('?'), block scalars ('|', '>') and directives ('%'), where the two
+# part in what they accept or mark. Nearly every spec qualifies.
+_NOT_FOR_LIBYAML = re.compile(r"[^\n\r\x20-\x7e]|[!?|>%]")
+
+
+def fast_loader_for(text: str) -> Optional[type]:
+    """The libyaml loader where it may read ``text``, else None (use :class:`SpecLoader`).
+
+    Only for a text then found to be a valid spec: the loader reads a text with any problem
+    again with :class:`SpecLoader`, whose positions and words are the ones users see (libyaml
+    marks an empty value elsewhere, for one).
+    """
+    if FAST_LOADER is None or _NOT_FOR_LIBYAML.search(text):
+        return None
+    return FAST_LOADER

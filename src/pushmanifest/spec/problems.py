@@ -6,7 +6,6 @@ built in code has none, and its problems are named by path (:class:`PathProblem`
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -133,6 +132,8 @@ def _kind(value: Any) -> str:
 
 
 def _suggestion(key: str, known: tuple[str, ...]) -> Optional[str]:
+    import difflib  # here: only a spec with an unknown key needs it (start-up)
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return close[0]
