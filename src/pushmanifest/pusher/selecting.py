@@ -161,6 +161,8 @@ def filter_list_entries(
     """A list source's entries after ``platforms:`` and ``--platform``: the images kept, then
     the attestations of those images. An entry's ``platforms:`` keeping none of them is an error
     naming the list's platforms; ``--platform`` keeping none leaves the list out (notice)."""
+    if not entry.platforms and not options.platforms:
+        return [*images, *attestations]  # as before filters: every entry, as the list has it
     have = _names(d.platform for d in images if d.platform)
     kept = [
         d for d in images if d.platform is not None and kept_by(d.platform, entry.platforms or ())
