@@ -62,6 +62,11 @@ BAD_TEXT: dict[str, list[str]] = {
     "--target": ["", "UPPER/app", f"{NOWHERE}/app@sha256:zz"],
     "--tags": ["bad tag!", "-leading-dash", "t" * 129],
     "--annotations": ["noequals", "=value"],
+    "--artifact-type": ["", "noslash", "a/b/c"],
+    "--subject": ["", "UPPER::bad", f"{NOWHERE}/app@sha256:zz"],
+    "--entry-annotation": ["linux/amd64", "k=v", "linux/bogus:k=v", "linux/amd64:=v"],
+    "--platform": ["bogus", "linux", ""],
+    "--remove": ["bogus", "", "linux/amd64"],  # the last: without --append
     "--metadata-file": ["", "/", "/nonexistent-dir/metadata.json"],
     "specs": ["MISSING", "BAD_JSON"],
     "ref": ["", "UPPER::bad", f"{NOWHERE}/app@sha256:zz"],

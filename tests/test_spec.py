@@ -367,7 +367,8 @@ def test_short_prefix_is_suggested() -> None:
 
 def test_origin_is_not_a_key_of_the_file() -> None:
     assert problem("image: a/b:1\norigin: x\nmanifests: [{image: a/b:2}]\n") == (
-        "s.yaml:2:1: unknown key 'origin' (known keys: image, tags, annotations, manifests)"
+        "s.yaml:2:1: unknown key 'origin' (known keys: image, tags, type, artifactType, "
+        "subject, annotations, manifests)"
     )
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
 from .errors import InputError, InvalidPlatformError, InvalidReferenceError
-from .platform import Platform, normalize_platform
+from .platform import Platform, normalize_platform, parse_platform
 from .reference import Reference, SourceImage, parse_source
 
 if TYPE_CHECKING:
@@ -244,6 +244,8 @@ def spec_from_args(
     *,
     tags: Union[str, Iterable[str], None] = None,
     annotations: Optional[Mapping[str, str]] = None,
+    artifact_type: Optional[str] = None,
+    subject: Union[str, Reference, None] = None,
 ) -> ManifestListSpec:
     """The list spec manifest-tool's ``from-args`` describes: a source per platform.
 
@@ -251,7 +253,8 @@ def spec_from_args(
     ``template``: the source image of each platform, with ``OS``, ``ARCH``, ``VARIANT`` or
     ``DOCKERARCH`` (Docker Hub's name: ``arm32v7``);
     ``target``: the list to push (``latest`` when it has no tag); ``tags``: more tags for it;
-    ``annotations``: the list's (an OCI index's: a Docker list has none, the push refuses them).
+    ``annotations``: the list's (an OCI index's: a Docker list has none, the push refuses them);
+    ``artifact_type`` and ``subject``: OCI 1.1 fields of the index (see :func:`with_list_fields`).
 
     Raises :class:`~pushmanifest.InputError` (and its subclasses) naming what is wrong: a bad
     platform, a template without placeholders, an expansion that is no image reference, two
@@ -295,12 +298,120 @@ def spec_from_args(
             )
         named[image] = item
         entries.append(ManifestEntrySpec(image=image, platform=item.platform))
-    return ManifestListSpec(
+    spec = ManifestListSpec(
         image=target_ref,
         tags=tag_list,
         annotations=dict(annotations or {}),
         manifests=entries,
     )
+    return with_list_fields(spec, artifact_type=artifact_type, subject=subject)
+
+
+def removal_spec(
+    target: Union[str, Reference], *, tags: Union[str, Iterable[str], None] = None
+) -> ManifestListSpec:
+    """A list spec without entries of its own: for a run that only removes platforms from the
+    list the target holds (``PushOptions(append=True, remove_platforms=...)``; from-args'
+    ``--append --remove`` without ``--platforms``). Any other run refuses it before any request.
+    """
+    from .spec import ManifestListSpec
+
+    target_ref = _target(target)
+    tag_list = split_values(tags)
+    for tag in tag_list:
+        try:
+            target_ref.with_tag(tag)
+        except InvalidReferenceError as exc:
+            raise InvalidReferenceError(f"tags: {exc}") from None
+    # Built without validation: a spec's manifests may not be empty, but this one says so.
+    return ManifestListSpec.model_construct(
+        image=target_ref.with_tag(target_ref.tag or "latest"),
+        tags=tag_list,
+        list_type=None,
+        artifact_type=None,
+        subject=None,
+        annotations={},
+        manifests=[],
+        origin="",
+    )
+
+
+def with_list_fields(
+    spec: ManifestListSpec,
+    *,
+    artifact_type: Optional[str] = None,
+    subject: Union[str, Reference, None] = None,
+) -> ManifestListSpec:
+    """``spec`` with the OCI 1.1 fields of an index set (over its own; None keeps its own).
+
+    ``artifact_type``: a media type (``application/vnd.example.bundle.v1+json``);
+    ``subject``: the image the index refers to (a tag or a digest), read with a HEAD when the
+    list is pushed. Both need an OCI index (``--type oci``): the push says so before any request.
+    """
+    from .manifest import is_media_type
+
+    update: dict[str, object] = {}
+    if artifact_type is not None:
+        if not isinstance(artifact_type, str) or not is_media_type(artifact_type):
+            raise InputError(
+                f"artifact type {artifact_type!r} is not a media type (TYPE/SUBTYPE, e.g. "
+                "application/vnd.example.bundle.v1+json)"
+            )
+        update["artifact_type"] = artifact_type
+    if subject is not None:
+        try:
+            update["subject"] = (
+                subject if isinstance(subject, Reference) else Reference.parse(subject)
+            )
+        except InvalidReferenceError as exc:
+            raise InvalidReferenceError(f"subject: {exc}") from None
+    return spec.model_copy(update=update) if update else spec
+
+
+def parse_platform_filter(
+    values: Union[str, Iterable[str], None], option: str = "--platform"
+) -> tuple[Platform, ...]:
+    """``os/arch[/variant]`` items (comma-separated and/or several values) for a filter or
+    ``--remove``; empty for None. A variant not given matches any when filtering."""
+    if values is None:
+        return ()
+    if not split_values(values):
+        raise InputError(f"{option}: no platform given: list them, e.g. linux/amd64,linux/arm64")
+    try:
+        return tuple(item.platform for item in parse_platforms(values or ()))
+    except InvalidPlatformError as exc:
+        raise InvalidPlatformError(f"{option}: {exc}", field=exc.field) from None
+
+
+def parse_entry_annotations(
+    values: Union[str, Iterable[str], None],
+) -> dict[Platform, dict[str, str]]:
+    """``PLATFORM:KEY=VALUE[,KEY=VALUE...]`` items (``linux/arm/v7:org.example.k=v``), one per
+    value: each platform's entry annotations (several values of a platform merge, last wins)."""
+    if values is None:
+        return {}
+    if isinstance(values, str):
+        values = [values]
+    found: dict[Platform, dict[str, str]] = {}
+    for value in values:
+        platform_text, colon, rest = value.partition(":")
+        if not colon or "=" in platform_text or not rest.strip():
+            raise InputError(
+                f"--entry-annotation {value!r} is not PLATFORM:KEY=VALUE, e.g. "
+                "linux/amd64:org.opencontainers.image.title=app"
+            )
+        try:
+            platform, notices = parse_platform(platform_text)
+        except InvalidPlatformError as exc:
+            raise InvalidPlatformError(f"--entry-annotation: {exc}", field=exc.field) from None
+        for notice in notices:
+            log.info("platform %s: %s", platform_text, notice)
+        try:
+            pairs = parse_annotations(rest)
+        except InputError as exc:
+            raise InputError(f"--entry-annotation {value!r}: {exc}") from None
+        found.setdefault(platform, {}).update(pairs)
+    return found
 
 
 def with_annotations(spec: ManifestListSpec, annotations: Mapping[str, str]) -> ManifestListSpec:

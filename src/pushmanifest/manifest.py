@@ -9,6 +9,9 @@ list, and so that digests can be compared across tools), the JSON is written exa
 * OCI index entries are ``specs-go/v1.Descriptor``: mediaType, digest, size, annotations,
   platform (annotations come before platform in that struct).
 * Maps (annotations) have sorted keys; strings use Go's escaping, including its HTML escaping.
+* An OCI index's own fields in ``specs-go/v1.Index``'s order: schemaVersion, mediaType,
+  artifactType, manifests, subject, annotations (the OCI 1.1 ones, artifactType and subject,
+  omitted when empty: a list without them is byte-identical to manifest-tool's).
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ LIST_TYPES: tuple[str, ...] = ("auto", "docker", "oci")
 
 _OCI_MEDIA_TYPES = frozenset({OCI_MANIFEST, OCI_INDEX})
 
+#: RFC 6838's media type: type "/" subtype (restricted-name characters, at most 127 each).
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z"
+)
+
+
+def is_media_type(text: str) -> bool:
+    """Is ``text`` a media type as RFC 6838 writes one (``application/vnd.example+json``)?"""
+    return bool(_MEDIA_TYPE.match(text))
+
 
 @dataclass(frozen=True)
 class Descriptor:
@@ -67,6 +80,9 @@ class ManifestList:
     size: int
     manifests: tuple[Descriptor, ...]
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: OCI 1.1 (an OCI index only): the artifact's media type, and the manifest it refers to.
+    artifact_type: str = ""
+    subject: Optional[Descriptor] = None
 
 
 def sha256_digest(data: bytes) -> str:
@@ -96,10 +112,15 @@ def build_manifest_list(
     *,
     list_type: str = "auto",
     annotations: Optional[Mapping[str, str]] = None,
+    artifact_type: str = "",
+    subject: Optional[Descriptor] = None,
 ) -> ManifestList:
     """Serialize ``entries`` into a Docker manifest list or OCI index, byte for byte as Go does.
 
-    Raises InputError for annotations on a Docker list: its schema has no place for them.
+    ``artifact_type`` and ``subject`` are OCI 1.1 fields of an index (``subject``: a descriptor
+    of the manifest this index refers to; its media type, digest and size are written).
+    Raises InputError for annotations, an artifact type or a subject on a Docker list: its
+    schema has no place for them.
     """
     manifests = tuple(entries)
     list_annotations = dict(annotations or {})
@@ -110,6 +131,14 @@ def build_manifest_list(
 
     body: dict[str, object] = {"schemaVersion": 2, "mediaType": media_type}
     if media_type == DOCKER_MANIFEST_LIST:
+        oci_only = [
+            name for name, value in (("artifactType", artifact_type), ("subject", subject)) if value
+        ]
+        if oci_only:
+            raise InputError(
+                f"a Docker manifest list cannot carry {' or '.join(oci_only)} (OCI 1.1 fields "
+                "of an image index): use --type oci to push an OCI image index instead"
+            )
         annotated = [e.digest for e in manifests if e.annotations]
         if list_annotations or annotated:
             where = f"entry {annotated[0]}" if annotated else "the list"
@@ -119,7 +148,11 @@ def build_manifest_list(
             )
         body["manifests"] = [_docker_entry(e) for e in manifests]
     else:
+        if artifact_type:
+            body["artifactType"] = artifact_type
         body["manifests"] = [_oci_entry(e) for e in manifests]
+        if subject is not None:
+            body["subject"] = _subject(subject)
         if list_annotations:
             body["annotations"] = go_sorted_map(list_annotations)
 
@@ -131,7 +164,14 @@ def build_manifest_list(
         size=len(data),
         manifests=manifests,
         annotations=list_annotations,
+        artifact_type=artifact_type,
+        subject=subject,
     )
+
+
+def _subject(subject: Descriptor) -> dict[str, object]:
+    # specs-go/v1.Descriptor: mediaType, digest, size (a subject names the manifest only).
+    return {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size}
 
 
 def _docker_entry(entry: Descriptor) -> dict[str, object]:

@@ -41,6 +41,13 @@ _LIST_FIELDS = {
     "image": "The manifest list to push: " + _REFERENCE_HELP + ". A tag, not a digest "
     "(no tag: latest).",
     "tags": "More tags for the same list (${VAR} expanded).",
+    "type": "The list's format: auto (an OCI index when any image is OCI, else a Docker list), "
+    "docker or oci. An explicit --type other than auto wins.",
+    "artifactType": "OCI 1.1: the media type of the artifact this index is (needs type: oci), "
+    "e.g. application/vnd.example.bundle.v1+json (${VAR} expanded).",
+    "subject": "OCI 1.1: the manifest this index refers to (needs type: oci): "
+    + _REFERENCE_HELP
+    + ". Its descriptor is read with a HEAD before anything is written.",
     "annotations": "Annotations of the list (an OCI image index only).",
     "manifests": "The images of the list, one per platform.",
 }
@@ -51,6 +58,8 @@ _ENTRY_FIELDS = {
     "platform": "The platform of the image. Without it, it is read from the image's config; a "
     "partial platform (architecture only) takes the rest from there.",
     "annotations": "Annotations of this entry's descriptor in the list.",
+    "platforms": "For a list as a source: keep only these platforms (os/arch[/variant]; a "
+    "variant not given matches any), with their attestations. Not with 'platform'.",
 }
 _PLATFORM_FIELDS = {
     "architecture": "CPU architecture, Go's name (GOARCH); aliases such as aarch64, x86_64, armhf "
@@ -147,12 +156,24 @@ def _complete_list(schema: dict[str, Any]) -> None:
     properties["tags"]["items"] = {**_TEXT_OR_NUMBER, "description": "a tag (${VAR} expanded)"}
     _annotations(properties["annotations"])
     properties["manifests"]["minItems"] = 1
+    _set_values(properties["type"], ["auto", "docker", "oci"])
+    _set_values(properties["artifactType"], None, {"type": "string", "pattern": "^[^/]+/[^/]+$"})
+    _set_values(properties["subject"], None, {"type": "string", "minLength": 1})
 
 
 def _complete_entry(entry: dict[str, Any]) -> None:
     properties = _properties(entry, _ENTRY_FIELDS)
     properties["image"].update(type="string", minLength=1)
     _annotations(properties["annotations"])
+    _set_values(
+        properties["platforms"],
+        None,
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "pattern": "^[^/]+/[^/]+(/[^/]+)?$"},
+        },
+    )
 
 
 def _complete_platform(platform: dict[str, Any]) -> None:

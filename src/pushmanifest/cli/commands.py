@@ -54,6 +54,11 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 
             annotations = parse_annotations(args.annotations)
             specs = [with_annotations(spec, annotations) for spec in specs]
+        if args.artifact_type is not None or args.subject is not None:
+            from ..fromargs import with_list_fields
+
+            fields = {"artifact_type": args.artifact_type, "subject": args.subject}
+            specs = [with_list_fields(spec, **fields) for spec in specs]
         return specs
 
     # The registries the raw specs name are warmed while they load (pusher.warm); not when one
@@ -66,14 +71,35 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 
 
 def _run_from_args(args: argparse.Namespace) -> int:
-    from ..fromargs import parse_annotations, spec_from_args
+    from ..fromargs import parse_annotations, removal_spec, spec_from_args
 
+    # Without --platforms and --template: a run that only removes platforms from the target.
+    removal_only = args.platforms is None and args.template is None and bool(args.remove)
+    required = ("--target",) if removal_only else ("--platforms", "--template", "--target")
+    missing = [option for option in required if getattr(args, option[2:]) is None]
+    if missing:
+        hint = (
+            ""
+            if removal_only
+            else " (to only remove platforms from the list a tag holds: --target IMAGE "
+            "--append --remove PLATFORM)"
+        )
+        names = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
+        raise InputError(f"from-args needs {names}{hint}")
+    if removal_only:
+        options = _push_options(args)
+        spec = removal_spec(args.target, tags=args.tags)
+        return _push_and_print(
+            lambda: [spec], options, as_json=args.json, metadata_file=args.metadata_file
+        )
     spec = spec_from_args(
         platforms=args.platforms,
         template=args.template,
         target=args.target,
         tags=args.tags,
         annotations=parse_annotations(args.annotations),
+        artifact_type=args.artifact_type,
+        subject=args.subject,
     )
     return _push_and_print(
         lambda: [spec], _push_options(args), as_json=args.json, metadata_file=args.metadata_file
@@ -209,9 +235,13 @@ def _write_failed_metadata(metadata: MetadataFile, exc: BaseException, *, dry_ru
 
 
 def _push_options(args: argparse.Namespace) -> PushOptions:
+    from ..fromargs import parse_entry_annotations, parse_platform_filter
     from ..pusher import PushOptions
 
     return PushOptions(
+        platforms=parse_platform_filter(args.platform),
+        remove_platforms=parse_platform_filter(args.remove, "--remove"),
+        entry_annotations=parse_entry_annotations(args.entry_annotation),
         list_type=args.list_type,
         ignore_missing=args.ignore_missing,
         dry_run=args.dry_run,

@@ -17,6 +17,9 @@ USAGE = """\
 usage: pushmanifest [options] from-spec [--ignore-missing] [--type auto|docker|oci]
                     [--append] [--check-platform] [--strict-platform]
                     [--force] [--wait SECONDS] [--no-referrers]
+                    [--platform OS/ARCH[/VARIANT],...] [--remove OS/ARCH[/VARIANT],...]
+                    [--artifact-type TYPE] [--subject IMAGE[:TAG|@DIGEST]]
+                    [--entry-annotation PLATFORM:KEY=VALUE,...]
                     [--annotations KEY=VALUE,...] [--dry-run] [--json]
                     [--metadata-file FILE] SPEC [SPEC ...]
        pushmanifest [options] from-args --platforms OS/ARCH[/VARIANT],...
@@ -58,6 +61,11 @@ _VALUE_OPTIONS = {
     "--tags",
     "--annotations",
     "--wait",
+    "--artifact-type",
+    "--subject",
+    "--entry-annotation",
+    "--platform",
+    "--remove",
     "--metadata-file",
 }
 
@@ -225,6 +233,7 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
         help="annotations of the list (OCI index only: use with --type oci); repeatable or "
         "comma-separated; for from-spec, merged over the spec's own",
     )
+    _add_list_field_options(parser)
     parser.add_argument(
         "--no-referrers",
         dest="referrers",
@@ -246,6 +255,43 @@ def _add_push_options(parser: argparse.ArgumentParser) -> None:
         help="write the run's result to FILE as one JSON document (digests, tags, entries; "
         "docker buildx's keys too), atomically, also when the run fails; '-': stdout instead of "
         "the Digest: lines",
+    )
+
+
+def _add_list_field_options(parser: argparse.ArgumentParser) -> None:
+    """OCI 1.1 fields, entry annotations and --remove (from-spec and from-args)."""
+    parser.add_argument(
+        "--artifact-type",
+        metavar="TYPE",
+        help="OCI 1.1: the index's artifactType, a media type (needs --type oci); for "
+        "from-spec, over the spec's",
+    )
+    parser.add_argument(
+        "--subject",
+        metavar="IMAGE[:TAG|@DIGEST]",
+        help="OCI 1.1: the manifest the index refers to, read with a HEAD (needs --type oci); "
+        "for from-spec, over the spec's",
+    )
+    parser.add_argument(
+        "--entry-annotation",
+        action="append",
+        metavar="PLATFORM:KEY=VALUE,...",
+        help="annotations of the entry of a platform, e.g. linux/amd64:org.example.k=v "
+        "(OCI index only); repeatable; over the spec's",
+    )
+    parser.add_argument(
+        "--platform",
+        action="append",
+        metavar="OS/ARCH[/VARIANT],...",
+        help="keep only these platforms in the list, from every source, lists' attestations "
+        "with their images (a variant not given matches any); comma-separated or repeated",
+    )
+    parser.add_argument(
+        "--remove",
+        action="append",
+        metavar="OS/ARCH[/VARIANT],...",
+        help="with --append: drop these platforms (and their attestations) from the list the "
+        "tag holds; comma-separated or repeated",
     )
 
 
@@ -276,19 +322,18 @@ def _from_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--platforms",
         action="append",
-        required=True,
         metavar="OS/ARCH[/VARIANT],...",
-        help="the platforms of the list, comma-separated or repeated",
+        help="the platforms of the list, comma-separated or repeated (required, but for "
+        "--append --remove alone)",
     )
     parser.add_argument(
         "--template",
-        required=True,
         metavar="IMAGE",
-        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it",
+        help="each platform's source image, with OS, ARCH, VARIANT or DOCKERARCH in it "
+        "(required with --platforms)",
     )
     parser.add_argument(
         "--target",
-        required=True,
         metavar="IMAGE[:TAG]",
         help="the list to push (tag latest when none)",
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..errors import RegistryError
 from ..manifest import Descriptor, ManifestList, descriptor_from_json, json_object
 from ..reference import Reference
+from . import selecting
 from .common import (
     LIST_MEDIA_TYPES,
     attested_digest,
@@ -57,6 +58,9 @@ class ExistingList:
     media_type: str
     entries: list[Descriptor]
     annotations: dict[str, str]
+    #: An OCI index's artifactType and subject, kept when this run gives none.
+    artifact_type: str = ""
+    subject: Optional[Descriptor] = None
 
 
 async def existing_list(
@@ -64,6 +68,8 @@ async def existing_list(
 ) -> Optional[ExistingList]:
     """With --append: the list the target tag holds now (None when it holds nothing)."""
     if not run.options.append or head is None:
+        if head is None and run.options.remove_platforms and spec.manifests:
+            log.warning("--remove: %s holds no list: nothing to remove", spec.image.familiar())
         return None
     target = spec.image
     if head.media_type not in LIST_MEDIA_TYPES:
@@ -76,13 +82,20 @@ async def existing_list(
     data = json_object(await run.fetch_manifest(target, head.digest), target.familiar())
     children = data.get("manifests")
     annotations = data.get("annotations")
+    subject = data.get("subject")
+    artifact_type = data.get("artifactType")
+    entries = [
+        descriptor_from_json(child, f"{target.familiar()} entry {index}")
+        for index, child in enumerate(children if isinstance(children, list) else [])
+    ]
     return ExistingList(
         digest=head.digest,
         media_type=head.media_type,
-        entries=[
-            descriptor_from_json(child, f"{target.familiar()} entry {index}")
-            for index, child in enumerate(children if isinstance(children, list) else [])
-        ],
+        entries=selecting.without_removed(target, entries, run.options.remove_platforms),
+        artifact_type=artifact_type if isinstance(artifact_type, str) else "",
+        subject=descriptor_from_json(subject, f"{target.familiar()} subject")
+        if isinstance(subject, dict)
+        else None,
         annotations={str(k): str(v) for k, v in annotations.items() if isinstance(v, str)}
         if isinstance(annotations, dict)
         else {},

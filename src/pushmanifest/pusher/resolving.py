@@ -17,6 +17,7 @@ from ..errors import InputError, MissingSourcesError, RegistryError
 from ..manifest import Descriptor, descriptor_from_json, json_object
 from ..platform import Platform
 from ..reference import LayoutReference, Reference, SourceImage
+from . import selecting
 from .common import (
     IMAGE_MEDIA_TYPES,
     LIST_MEDIA_TYPES,
@@ -44,6 +45,8 @@ class Source:
     entry: ManifestEntrySpec
     head: Descriptor
     entries: list[Descriptor] = field(default_factory=list)
+    #: The platforms of its images, filtered or not (for --platform's error when none is kept).
+    platforms_seen: list[str] = field(default_factory=list)
 
 
 async def confirm_missing(
@@ -121,7 +124,7 @@ def present_sources(
                 image=str(entry.image),
             )
         present.append(Source(entry, head))
-    if not present:
+    if not present and spec.manifests:  # (none at all: a run that only removes platforms)
         raise MissingSourcesError(missing)
     return present
 
@@ -131,6 +134,8 @@ async def resolve(run: _Run, source: Source) -> None:
     if source.head.media_type in LIST_MEDIA_TYPES:
         source.entries = await _resolve_list(run, source)
         return
+    if source.entry.platforms is not None:
+        raise selecting.not_a_list(source.entry.image)
     platform = source.entry.platform
     partial = platform is not None and not platform.os
     if platform is None or partial or run.options.check_platform:
@@ -151,6 +156,11 @@ async def resolve(run: _Run, source: Source) -> None:
             _compare_platforms(
                 source.entry.image, platform, from_config, strict=run.options.strict_platform
             )
+    source.platforms_seen = [str(platform)]
+    if not selecting.kept_by(platform, run.options.platforms):
+        log.info("--platform: %s (%s) left out", source.entry.image.familiar(), platform)
+        source.entries = []
+        return
     source.entries = [with_platform(source.head, platform, source.entry.annotations)]
 
 
@@ -225,6 +235,7 @@ async def _resolve_list(run: _Run, source: Source) -> list[Descriptor]:
             )
         else:
             images.append(descriptor)
+    source.platforms_seen = [str(d.platform) for d in images]
     wanted = source.entry.platform
     if wanted is not None:
         chosen = [d for d in images if d.platform and _same_platform(d.platform, wanted)]
@@ -240,7 +251,7 @@ async def _resolve_list(run: _Run, source: Source) -> list[Descriptor]:
         notes = [a for a in attestations if attested_digest(a) in keep]
         annotations = source.entry.annotations or selected.annotations
         return [with_platform(selected, selected.platform, annotations), *notes]
-    return [*images, *attestations]
+    return selecting.filter_list_entries(image, source.entry, run.options, images, attestations)
 
 
 def _complete(partial: Platform, config: Platform) -> Platform:

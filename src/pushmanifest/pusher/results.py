@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
@@ -124,6 +124,13 @@ class PushOptions:
     #: A docker config directory or file; None means $DOCKER_CONFIG or ~/.docker.
     docker_config: Optional[str] = None
     client: ClientOptions = field(default_factory=ClientOptions)
+    #: Keep only these platforms in the list, from every source (entries whose spec names
+    #: another platform are left out before any request); a spec entry's ``platforms`` as well.
+    platforms: tuple[Platform, ...] = ()
+    #: With ``append``: drop these platforms (and their attestations) from the list the tag holds.
+    remove_platforms: tuple[Platform, ...] = ()
+    #: Annotations of the entries of each platform (OCI index only), over the spec's.
+    entry_annotations: Mapping[Platform, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Here, so that a wrong type fails where it is given (replace() and kwargs included).
@@ -146,6 +153,13 @@ class PushOptions:
             )
         check_path(owner, "docker_config", self.docker_config)
         check_client_options(owner, self.client)
+        for name in ("platforms", "remove_platforms"):
+            for item in (*getattr(self, name),):
+                check_instance(owner, name, item, Platform, "a tuple of Platform")
+        check_instance(owner, "entry_annotations", self.entry_annotations, Mapping, "a mapping")
+        for platform, mapping in self.entry_annotations.items():
+            check_instance(owner, "entry_annotations", platform, Platform, "keyed by Platform")
+            check_instance(owner, "entry_annotations", mapping, Mapping, "of mappings")
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Optional
 from .._checks import check_specs, options_with
 from .._sync import run_sync
 from ..auth import Credentials, load_docker_config, resolve_credentials
-from ..errors import InputError, NetworkError
+from ..errors import InputError, NetworkError, RegistryError
 from ..manifest import OCI_INDEX, Descriptor, ManifestList, build_manifest_list
 from ..quirks import put_when_settled
 from ..reference import LayoutReference, Reference, SourceImage
 from ..registry import RegistryClient
-from . import appending, copying, layouts, referrers, resolving
+from . import appending, copying, layouts, referrers, resolving, selecting
 from .common import (
     Memo,
     all_targets,
@@ -122,6 +122,8 @@ class _Run:
         #: Once writing has begun: every list's result, and the tags written so far.
         self._writing: Optional[list[PushResult]] = None
         self._tags_written: set[tuple[str, str, str]] = set()
+        #: Each spec's subject (OCI 1.1), as the wave of HEADs found it.
+        self.subjects: dict[Reference, Descriptor] = {}
 
     async def __aenter__(self) -> _Run:
         return self
@@ -144,6 +146,7 @@ class _Run:
             ref.registry
             for spec in specs
             for ref in [spec.image, *(entry.image for entry in spec.manifests)]
+            + ([spec.subject] if spec.subject is not None else [])
             if isinstance(ref, Reference)  # not an OCI layout on disk
         )
         if self._warmup is not None:
@@ -168,6 +171,8 @@ class _Run:
 
     async def push(self, specs: list[ManifestListSpec]) -> list[PushResult]:
         check_inputs(specs)
+        selecting.check_before_requests(specs, self.options)
+        specs = selecting.narrow_specs(specs, self.options)
         dry_run = self.options.dry_run
         await self._open_clients(specs)
 
@@ -180,6 +185,8 @@ class _Run:
             for entry in spec.manifests:
                 if isinstance(entry.image, Reference):
                     self.client(entry.image.registry).add_scope(entry.image.repository, "pull")
+            if spec.subject is not None:
+                self.client(spec.subject.registry).add_scope(spec.subject.repository, "pull")
         await gather(client.ping() for client in self._clients.values())
 
         # One wave: every source HEAD, and every target tag HEAD (to skip unchanged PUTs).
@@ -191,7 +198,8 @@ class _Run:
             if isinstance(entry.image, Reference)
         ]
         targets = [] if dry_run and not self.options.append else all_targets(specs)
-        wanted = unique([*heads, *targets])
+        subjects = [spec.subject for spec in specs if spec.subject is not None]
+        wanted = unique([*heads, *targets, *subjects])
         reading = asyncio.ensure_future(layouts.read_layouts(self, specs))
         try:
             answers = await gather(self.head(ref) for ref in wanted)
@@ -201,6 +209,7 @@ class _Run:
             raise
         in_layouts = await reading
         found = dict(zip(wanted, answers))
+        self._subjects_found(specs, found)
         await resolving.confirm_missing(self, heads, found)
         if self.options.wait:
             # After the one confirming GET: a source still missing is polled with HEADs.
@@ -293,6 +302,23 @@ class _Run:
             dry_run=dry_run,
         )
 
+    def _subjects_found(
+        self, specs: list[ManifestListSpec], found: dict[Reference, Optional[Descriptor]]
+    ) -> None:
+        """A subject is a descriptor of what the HEAD found (no GET); a missing one fails."""
+        for spec in specs:
+            if spec.subject is None:
+                continue
+            head = found.get(spec.subject)
+            if head is None:
+                raise RegistryError(
+                    f"{spec.where('subject')}: the subject {spec.subject.familiar()} does not "
+                    "exist",
+                    operation="resolve",
+                    image=str(spec.subject),
+                )
+            self.subjects[spec.subject] = Descriptor(head.media_type, head.digest, head.size)
+
     # -- requests every part of the run makes ------------------------------------------------
 
     async def head(self, ref: Reference) -> Optional[Descriptor]:
@@ -384,6 +410,9 @@ class _Run:
                         )
                     seen[key] = source.entry.image
                 entries.append(PushedEntry(image=source.entry.image, descriptor=descriptor))
+        if not seen and sources:  # --platform kept no image of any source
+            seen_by = [(s.entry.image, s.platforms_seen) for s in sources]
+            raise selecting.nothing_left(spec, self.options, seen_by)
         return entries
 
     def _build(
@@ -395,9 +424,13 @@ class _Run:
         self, spec: ManifestListSpec, own: list[PushedEntry], existing: Optional[ExistingList]
     ) -> tuple[ManifestList, list[PushedEntry]]:
         """The list of this run's entries (merged into ``existing`` with --append)."""
+        own = selecting.with_entry_annotations(spec, own, self.options.entry_annotations)
+        selecting.check_not_removed(spec, own, self.options.remove_platforms)
         entries = list(own)
-        list_type: str = self.options.list_type
+        list_type = selecting.list_type_of(spec, self.options)
         annotations = dict(spec.annotations)
+        artifact_type = spec.artifact_type or ""
+        subject = self.subjects.get(spec.subject) if spec.subject is not None else None
         if existing is not None:
             entries = appending.merge_append(spec.image, existing.entries, own)
             # Merging must not change what it does not touch: an OCI index stays one, and the
@@ -405,11 +438,16 @@ class _Run:
             if list_type == "auto" and existing.media_type == OCI_INDEX:
                 list_type = "oci"
             annotations = {**existing.annotations, **annotations}
+            artifact_type = artifact_type or existing.artifact_type
+            subject = subject or existing.subject
+        selecting.check_not_emptied(spec, entries, existing)
         # Attestations go after the images they describe, as BuildKit writes them.
         entries.sort(key=lambda e: is_attestation(e.descriptor))
         manifest_list = build_manifest_list(
             [e.descriptor for e in entries],
             list_type=list_type,
             annotations=annotations or None,
+            artifact_type=artifact_type,
+            subject=subject,
         )
         return manifest_list, entries

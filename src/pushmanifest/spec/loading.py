@@ -60,6 +60,10 @@ _TOO_LARGE = (
 )
 
 
+#: The keys whose positions a spec keeps, for problems found after loading (spec.where(loc)).
+_POSITIONED_KEYS = frozenset({"type", "artifactType", "subject", "annotations", "platforms"})
+
+
 @dataclass
 class _Document:
     spec: Optional[ManifestListSpec]
@@ -269,6 +273,11 @@ def _load_document(node: yaml.Node, filename: str, env: Mapping[str, str]) -> _D
         return _Document(None, problems, [], builder.count)
 
     spec = spec.model_copy(update={"origin": f"{filename}:{start.line + 1}"})
+    spec._positions = {
+        loc: f"{filename}:{mark.line + 1}:{mark.column + 1}"
+        for loc, mark in builder.key_marks.items()
+        if loc and loc[-1] in _POSITIONED_KEYS
+    }
     notices: list[SpecProblem] = []
     found: list[tuple[Loc, str]] = list(context.notices)
     for mapping_id, items in context.platform_notices.items():

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Optional, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, cast
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +30,8 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import Self, TypeAlias
 
 from ..errors import InvalidPlatformError, InvalidReferenceError, SpecError
-from ..platform import Platform, normalize_platform
+from ..manifest import is_media_type
+from ..platform import Platform, normalize_platform, parse_platform
 from ..reference import LayoutReference, Reference, SourceImage, is_layout_text
 from .problems import CODE_FILENAME, Loc, validation_problems
 from .variables import expand
@@ -42,9 +43,13 @@ __all__ = [
     "ManifestListSpec",
     "PlatformSpec",
     "duplicate_platforms",
+    "oci_only_field",
 ]
 
 log = logging.getLogger("pushmanifest")
+
+#: What a run may push: the list's format (as --type).
+ListTypeName = Literal["auto", "docker", "oci"]
 
 CONTEXT_KEY = "pushmanifest.spec"
 
@@ -126,6 +131,14 @@ def _source_reference(value: Any, info: ValidationInfo) -> SourceImage:
     return _parse_reference(value, info)[0]
 
 
+def _subject_reference(value: Any, info: ValidationInfo) -> Reference:
+    if isinstance(value, str) and is_layout_text(value):
+        raise _problem_error(
+            "a subject is a manifest in a registry (IMAGE[:TAG|@DIGEST]), not an OCI layout"
+        )
+    return _parse_reference(value, info)[0]
+
+
 def _target_reference(value: Any, info: ValidationInfo) -> Reference:
     ref, text = _parse_reference(value, info)
     if ref.digest:
@@ -162,6 +175,32 @@ def _tag(value: Any, info: ValidationInfo) -> str:
     return text
 
 
+def _media_type(value: Any, info: ValidationInfo) -> str:
+    if not isinstance(value, str):
+        raise _not_text_error()
+    text = _expanded(value, info)
+    if not is_media_type(text):
+        raise _problem_error(
+            f"{text!r} is not a media type (TYPE/SUBTYPE, e.g. "
+            f"application/vnd.example.sbom.v1+json){_from_note(value, text)}"
+        )
+    return text
+
+
+def _platform_text(value: Any, info: ValidationInfo) -> Platform:
+    if isinstance(value, Platform):
+        return value
+    if not isinstance(value, str):
+        raise _not_text_error()
+    try:
+        platform, notices = parse_platform(value)
+    except InvalidPlatformError as exc:
+        raise _problem_error(str(exc)) from None
+    for notice in notices:
+        log.info("platform %s: %s", value, notice)
+    return platform
+
+
 def _platform_input(value: Platform) -> dict[str, Any]:
     data: dict[str, Any] = {"os": value.os, "architecture": value.architecture}
     if value.variant:
@@ -190,12 +229,20 @@ def _serialize_platform(value: Optional[Platform]) -> Optional[dict[str, object]
 if TYPE_CHECKING:
     SourceReference: TypeAlias = SourceImage
     TargetReference: TypeAlias = Reference
+    SubjectReference: TypeAlias = Reference
     TagText: TypeAlias = str
     PlatformField: TypeAlias = Optional[Platform]
+    MediaTypeText: TypeAlias = str
+    PlatformText: TypeAlias = Platform
 else:
     SourceReference = Annotated[
         SourceImage,
         PlainValidator(_source_reference),
+        PlainSerializer(_reference_text, return_type=str),
+    ]
+    SubjectReference = Annotated[
+        Reference,
+        PlainValidator(_subject_reference),
         PlainSerializer(_reference_text, return_type=str),
     ]
     TargetReference = Annotated[
@@ -204,6 +251,10 @@ else:
         PlainSerializer(_reference_text, return_type=str),
     ]
     TagText = Annotated[str, PlainValidator(_tag)]
+    MediaTypeText = Annotated[str, PlainValidator(_media_type)]
+    PlatformText = Annotated[
+        Platform, PlainValidator(_platform_text), PlainSerializer(str, return_type=str)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,18 +406,65 @@ class ManifestEntrySpec(_SpecModel):
     image: SourceReference
     platform: PlatformField = None
     annotations: dict[str, str] = Field(default_factory=dict)
+    #: For a list as a source: keep only these platforms (and their attestations).
+    platforms: Optional[list[PlatformText]] = None
+
+    @model_validator(mode="after")
+    def _one_way_to_choose(self) -> Self:
+        if self.platforms is not None and self.platform is not None:
+            raise _problem_error(
+                "give 'platform' (one image of a list) or 'platforms' (a filter of a list's "
+                "entries), not both",
+                key="platforms",
+            )
+        if self.platforms is not None:
+            if not self.platforms:
+                raise _problem_error(
+                    "'platforms' is empty: name the platforms to keep, e.g. [linux/amd64]",
+                    key="platforms",
+                )
+            pairs = duplicate_platforms(list(enumerate(self.platforms)))
+            if pairs:
+                raise _problem_error(f"platform {pairs[0][2]} is given twice", key="platforms")
+        return self
 
 
 class ManifestListSpec(_SpecModel):
     """One manifest list to push: the target, extra tags, and its entries."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     image: TargetReference
     tags: list[TagText] = Field(default_factory=list)
+    #: The list's format (as --type; None: the run's). An explicit --type other than auto wins.
+    list_type: Optional[ListTypeName] = Field(None, alias="type")
+    #: OCI 1.1 fields of an index: the artifact's media type, and the manifest it refers to
+    #: (an image reference, resolved with a HEAD before anything is written).
+    artifact_type: Optional[MediaTypeText] = Field(None, alias="artifactType")
+    subject: Optional[SubjectReference] = None
     annotations: dict[str, str] = Field(default_factory=dict)
     manifests: list[ManifestEntrySpec]
     origin: str = ""
+    #: Where keys were in the file (loc -> "FILE:LINE:COL"), for errors found at run time.
+    _positions: dict[Loc, str] = PrivateAttr(default_factory=dict)
+
+    def only_manifests(self, indices: list[int]) -> ManifestListSpec:
+        """This spec with only the entries at ``indices`` (positions follow their entries)."""
+        new_index = {old: new for new, old in enumerate(indices)}
+        narrowed = self.model_copy(update={"manifests": [self.manifests[i] for i in indices]})
+        narrowed._positions = {
+            (loc[0], new_index[loc[1]], *loc[2:])
+            if loc[0] == "manifests" and len(loc) > 1 and isinstance(loc[1], int)
+            else loc: text
+            for loc, text in self._positions.items()
+            if not (loc[0] == "manifests" and len(loc) > 1 and loc[1] not in new_index)
+        }
+        return narrowed
+
+    def where(self, *loc: Any) -> str:
+        """``FILE:LINE:COL`` of a key of this spec (the document's line, or the target, when
+        it was built in code)."""
+        return self._positions.get(loc) or self.origin or self.image.familiar()
 
     @field_validator("manifests")
     @classmethod
@@ -387,6 +485,36 @@ class ManifestListSpec(_SpecModel):
                 "duplicate_platform", "{message}", {"message": message, "pairs": pairs}
             )
         return self
+
+    @model_validator(mode="after")
+    def _oci_fields_need_oci(self) -> Self:
+        if self.list_type == "docker":
+            problem = oci_only_field(self)
+            if problem is not None:
+                key, what = problem
+                raise _problem_error(
+                    f"{what} needs an OCI image index: a Docker manifest list (type: docker) "
+                    "cannot carry it; use type: oci",
+                    key=str(key[0]) if len(key) == 1 else "type",
+                )
+        return self
+
+
+def oci_only_field(
+    spec: ManifestListSpec, *, with_annotations: bool = True
+) -> Optional[tuple[Loc, str]]:
+    """The first field of ``spec`` that only an OCI index can carry: (its loc, what it is)."""
+    if spec.artifact_type:
+        return ("artifactType",), "artifactType"
+    if spec.subject is not None:
+        return ("subject",), "subject"
+    if with_annotations:
+        if spec.annotations:
+            return ("annotations",), "annotations"
+        for index, entry in enumerate(spec.manifests):
+            if entry.annotations:
+                return ("manifests", index, "annotations"), f"manifests[{index}].annotations"
+    return None
 
 
 def duplicate_platforms(

@@ -35,8 +35,8 @@ Loc = tuple[Union[str, int], ...]
 CODE_FILENAME = "<spec>"
 
 # The keys a spec may use at each level, for "did you mean" and for messages.
-LIST_KEYS = ("image", "tags", "annotations", "manifests")
-ENTRY_KEYS = ("image", "platform", "annotations")
+LIST_KEYS = ("image", "tags", "type", "artifactType", "subject", "annotations", "manifests")
+ENTRY_KEYS = ("image", "platform", "platforms", "annotations")
 PLATFORM_KEYS = (
     "architecture",
     "os",
@@ -75,6 +75,9 @@ _EXPECTED: dict[tuple[str, ...], str] = {
     ("manifests", "*"): "a mapping with 'image' and 'platform'",
     ("manifests", "*", "image"): "an image reference",
     ("manifests", "*", "annotations"): "a mapping of strings to strings",
+    ("manifests", "*", "platforms"): "a list of platforms, e.g. [linux/amd64, linux/arm64]",
+    ("artifactType",): "a media type",
+    ("subject",): "an image reference",
     ("manifests", "*", "platform"): "a mapping with 'os' and 'architecture'",
     ("manifests", "*", "platform", "osfeatures"): "a list of strings",
     ("manifests", "*", "platform", "os.features"): "a list of strings",
