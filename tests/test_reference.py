@@ -86,6 +86,9 @@ def test_parse_valid(
         ("alpine@" + D64, "docker.io/library/alpine@" + D64, "alpine@" + D64),
         ("a:t@" + D64, "docker.io/library/a:t@" + D64, "a:t@" + D64),
         ("[::1]:5000/app", "[::1]:5000/app", "[::1]:5000/app"),
+        # A bare 64-hex name is an image ID to docker (refused): the short form keeps library/
+        # (found by test_fuzz's round trip).
+        ("library/" + "a" * 64, "docker.io/library/" + "a" * 64, "library/" + "a" * 64),
     ],
 )
 def test_str_and_familiar(text: str, canonical: str, familiar: str) -> None:

@@ -121,7 +121,8 @@ class Reference:
             return self.name
         short = self.repository[len(OFFICIAL_REPO_PREFIX) :]
         if self.repository.startswith(OFFICIAL_REPO_PREFIX) and "/" not in short:
-            return short
+            # A bare 64-hex name reads back as an image ID (refused): "library/<hex>" does not.
+            return self.repository if _LOWER_HEX_64.fullmatch(short) else short
         # docker would print "docker.io/my.org/app" as "my.org/app", which reads back as a
         # registry; keeping the domain makes the short form parse to the same reference.
         if _looks_like_domain(self.repository.partition("/")[0]):
