@@ -23,10 +23,11 @@ _SocketOption = Union[
 ]
 
 
-class CachedSocketStream(httpcore.AsyncNetworkStream):
+class StreamWrapper(httpcore.AsyncNetworkStream):
+    """A stream passed through to ``stream``: subclasses change what they must."""
+
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
-        self._socket: Any = stream.get_extra_info("socket")
 
     async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
         return await self._stream.read(max_bytes, timeout)
@@ -43,9 +44,24 @@ class CachedSocketStream(httpcore.AsyncNetworkStream):
         server_hostname: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> httpcore.AsyncNetworkStream:
-        return CachedSocketStream(
-            await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        )
+        return await self._stream.start_tls(ssl_context, server_hostname, timeout)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class CachedSocketStream(StreamWrapper):
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        super().__init__(stream)
+        self._socket: Any = stream.get_extra_info("socket")
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return CachedSocketStream(await super().start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
         if info == "socket" and self._socket is not None:

@@ -63,13 +63,29 @@ async def _copy_manifest(
     manifest = json_object(data, source.familiar())
     blobs = [manifest.get("config"), *(manifest.get("layers") or [])]
     await gather(
-        _copy_blob(run, source, target, blob["digest"], int(blob.get("size", 0)))
+        _copy_blob_once(run, source, target, blob["digest"], int(blob.get("size", 0)))
         for blob in blobs
         if isinstance(blob, dict) and isinstance(blob.get("digest"), str)
     )
     await put_when_settled(client, target.repository, child.digest, data, child.media_type)
     log.info("copied %s into %s", f"{source.familiar()}@{child.digest}", target.name)
     return b""
+
+
+def _copy_blob_once(
+    run: _Run, source: Reference, target: Reference, digest: str, size: int
+) -> Awaitable[bytes]:
+    """One copy of a blob into a repository per run, however many manifests share it (an OCI
+    artifact's empty config, a base layer): two concurrent mounts or uploads of one digest race
+    in a registry's storage (distribution's filesystem driver rewrites the repository's link
+    file in place: a manifest PUT in between found the blob unknown). The key is the one
+    layouts.py uses for its uploads."""
+
+    async def copy() -> bytes:
+        await _copy_blob(run, source, target, digest, size)
+        return b""
+
+    return run.copied.get(("blob", target.registry, target.repository, digest), copy)
 
 
 async def _copy_blob(

@@ -152,32 +152,7 @@ class BlobTransfers(Connection):
         except BaseException:
             await self.delete_upload(latest)
             raise
-        url = httpx.URL(latest).copy_merge_params({"digest": digest})
-        commit = asyncio.ensure_future(
-            self._request(
-                "PUT",
-                str(url),
-                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
-                content=b"",
-                operation="push blob to",
-                image=image,
-                cap=MAX_ERROR_BYTES,
-                retry=False,  # a failed commit leaves the session in a state we cannot know
-            )
-        )
-        try:
-            response, body = await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            await self._cancel_after(commit, latest, committing=True)
-            raise
-        except BaseException:
-            await self.delete_upload(latest)
-            raise
-        try:
-            self._raise_for_status(response, "push blob to", image, body)
-        except BaseException:
-            await self.delete_upload(latest)
-            raise
+        await self._commit(latest, digest, image)
 
     async def upload_blob_in_chunks(
         self, location: str, digest: str, size: int, chunks: AsyncIterator[bytes], image: str
@@ -249,7 +224,7 @@ class BlobTransfers(Connection):
                 operation="push blob to",
                 image=image,
                 cap=MAX_ERROR_BYTES,
-                retry=False,
+                retry=False,  # a failed commit leaves the session in a state we cannot know
             )
         )
         try:

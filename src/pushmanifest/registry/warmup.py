@@ -19,12 +19,12 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Optional
 
 import httpcore
 import httpx
 
-from ..netbackend import _SocketOption
+from ..netbackend import StreamWrapper, _SocketOption
 from ..reference import DOCKER_HUB_DOMAIN
 from .connection import QUIET, Connection
 from .failures import _is_certificate_error, _is_tls_protocol_error
@@ -38,20 +38,8 @@ __all__ = ["QUIET", "ReadyConnections", "warm_client"]
 KNOWN_TOKEN_HOSTS = {DOCKER_HUB_DOMAIN: ("auth.docker.io", 443)}
 
 
-class _Handshaken(httpcore.AsyncNetworkStream):
+class _Handshaken(StreamWrapper):
     """A stream whose TLS handshake was done ahead: httpcore's ``start_tls`` returns it as is."""
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-
-    async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
-        return await self._stream.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
     async def start_tls(
         self,
@@ -60,9 +48,6 @@ class _Handshaken(httpcore.AsyncNetworkStream):
         timeout: Optional[float] = None,
     ) -> httpcore.AsyncNetworkStream:
         return self._stream
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
 
 
 class ReadyConnections(httpcore.AsyncNetworkBackend):
