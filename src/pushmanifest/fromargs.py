@@ -262,13 +262,7 @@ def spec_from_args(
     """
     from .spec import ManifestEntrySpec, ManifestListSpec
 
-    target_ref = _target(target)
-    tag_list = split_values(tags)
-    for tag in tag_list:
-        try:
-            target_ref.with_tag(tag)
-        except InvalidReferenceError as exc:
-            raise InvalidReferenceError(f"tags: {exc}") from None
+    target_ref, tag_list = _target_and_tags(target, tags)
     parsed = parse_platforms(platforms)
     if not has_placeholder(template):
         raise InputError(
@@ -316,13 +310,7 @@ def removal_spec(
     """
     from .spec import ManifestListSpec
 
-    target_ref = _target(target)
-    tag_list = split_values(tags)
-    for tag in tag_list:
-        try:
-            target_ref.with_tag(tag)
-        except InvalidReferenceError as exc:
-            raise InvalidReferenceError(f"tags: {exc}") from None
+    target_ref, tag_list = _target_and_tags(target, tags)
     # Built without validation: a spec's manifests may not be empty, but this one says so.
     return ManifestListSpec.model_construct(
         image=target_ref.with_tag(target_ref.tag or "latest"),
@@ -423,6 +411,20 @@ def with_annotations(spec: ManifestListSpec, annotations: Mapping[str, str]) -> 
             raise InputError(f"annotations must map strings to strings: {key!r}: {value!r}")
     merged = {**spec.annotations, **annotations}
     return spec.model_copy(update={"annotations": merged})
+
+
+def _target_and_tags(
+    target: Union[str, Reference], tags: Union[str, Iterable[str], None]
+) -> tuple[Reference, list[str]]:
+    """The target checked (a tag, not a digest) and its extra tags, each a valid tag for it."""
+    target_ref = _target(target)
+    tag_list = split_values(tags)
+    for tag in tag_list:
+        try:
+            target_ref.with_tag(tag)
+        except InvalidReferenceError as exc:
+            raise InvalidReferenceError(f"tags: {exc}") from None
+    return target_ref, tag_list
 
 
 def _target(target: Union[str, Reference]) -> Reference:

@@ -101,7 +101,7 @@ class CachedSocketBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
-def _pool(client: httpx.AsyncClient) -> Any:
+def backend_pool(client: httpx.AsyncClient) -> Any:
     """``client``'s connection pool where it connects through a network backend: httpcore's as
     this version of httpx builds it, or one that says it does (registry.pool.OriginPool)."""
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
@@ -117,14 +117,14 @@ def _pool(client: httpx.AsyncClient) -> Any:
 def network_backend(client: httpx.AsyncClient) -> Optional[httpcore.AsyncNetworkBackend]:
     """The network backend under ``client``'s connection pool; None where that is not an
     httpcore pool that this version of httpx builds (a custom transport, say)."""
-    pool = _pool(client)
+    pool = backend_pool(client)
     return None if pool is None else pool._network_backend
 
 
 def install(client: httpx.AsyncClient) -> bool:
     """Put the caching backend under ``client``'s own connection pool; False where it is not an
     httpcore pool that this version of httpx builds (a custom transport, say): left as it is."""
-    pool = _pool(client)
+    pool = backend_pool(client)
     if pool is None:
         return False
     if not isinstance(pool._network_backend, CachedSocketBackend):

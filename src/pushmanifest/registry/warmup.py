@@ -24,7 +24,7 @@ from typing import Optional
 import httpcore
 import httpx
 
-from ..netbackend import StreamWrapper, _SocketOption
+from ..netbackend import StreamWrapper, _SocketOption, backend_pool, network_backend
 from ..reference import DOCKER_HUB_DOMAIN
 from .connection import QUIET, Connection
 from .failures import _is_certificate_error, _is_tls_protocol_error
@@ -133,30 +133,25 @@ class ReadyConnections(httpcore.AsyncNetworkBackend):
 
 def ready_connections(client: Connection) -> Optional[ReadyConnections]:
     """The client's :class:`ReadyConnections`, put under its pool on first use; None where its
-    transport is not an httpcore pool (a custom transport, say)."""
-    pool = getattr(getattr(client.http, "_transport", None), "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    # httpcore's pool, or ours (registry.pool.OriginPool, which says it has a backend)
-    has_backend = isinstance(pool, httpcore.AsyncConnectionPool) or getattr(
-        pool, "has_network_backend", False
-    )
-    if pool is None or not has_backend or not isinstance(backend, httpcore.AsyncNetworkBackend):
+    pool has no network backend (a custom transport, say)."""
+    pool = backend_pool(client.http)
+    if pool is None:
         return None
-    if not isinstance(backend, ReadyConnections):
-        backend = pool._network_backend = ReadyConnections(backend)
-    return backend
+    if not isinstance(pool._network_backend, ReadyConnections):
+        pool._network_backend = ReadyConnections(pool._network_backend)
+    ready: ReadyConnections = pool._network_backend
+    return ready
 
 
 async def close_ready(client: Connection) -> None:
     """Close the connections opened ahead for ``client`` that its pool never took."""
-    pool = getattr(getattr(client.http, "_transport", None), "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
+    backend = network_backend(client.http)
     if isinstance(backend, ReadyConnections):
         await backend.aclose()
 
 
 def _pool_tls(client: Connection) -> Optional[ssl.SSLContext]:
-    pool = client.http._transport._pool  # type: ignore[attr-defined]
+    pool = backend_pool(client.http)
     context: Optional[ssl.SSLContext] = pool._ssl_context
     if context is not None:
         # As httpcore sets it before each handshake (the same value: no change for it).
