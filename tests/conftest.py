@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
+from support import routes
 from support.cli import run_cli
 from support.registry import (
     RegistryServer,
@@ -112,3 +113,10 @@ def yaml_loader(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         nodes.FAST_LOADER = saved
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never says a word."""
+    with routes.silent_port() as port:
+        yield port

@@ -5,9 +5,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -75,34 +72,6 @@ def test_nginx_style_plain_http_refusal_is_recognised_too() -> None:
         pushmanifest.inspect(
             f"{server.host}/a/b:1", client=ClientOptions(plain_http=True, retries=1)
         )
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 def test_loopback_server_silent_to_the_tls_hello_gets_a_plain_http_hint(silent_port: int) -> None:

@@ -423,7 +423,7 @@ def test_large_layer_goes_in_chunks_in_constant_memory(open_registry: Any, tmp_p
 
 def test_depth_does_not_grow_with_the_number_of_layouts(open_registry: Any, tmp_path: Path) -> None:
     """Requests counted per layout; depth in waves (WaveGate, no wall clock): same for 1 and 4."""
-    from test_request_counts import route_to
+    from support.routes import route_to
 
     arches = ["amd64", "arm64", "s390x", "ppc64le"]
     for arch in arches:

@@ -18,7 +18,6 @@ Targets not met yet are xfail(strict=True), with the measured number: they flip 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -31,7 +30,7 @@ import pytest
 
 from support.cli import run_cli as run_pushmanifest
 from support.images import SeedClient, read_manifest, seed_image
-from support.proxy import HttpProxy, WaveGate
+from support.routes import Route, route_to
 from support.tokenserver import Grant
 
 pytestmark = pytest.mark.registry
@@ -122,52 +121,6 @@ def site(request: pytest.FixtureRequest) -> Site:
             _seed(server, repo, BULK_ARCHS, user)
         _sites[key] = found
     return _sites[key]
-
-
-@dataclass
-class Route:
-    """The gated proxies a push goes through: ``registry`` (its ``host`` goes in the spec) and,
-    with token auth, ``tokens`` in front of the token server."""
-
-    gate: WaveGate
-    registry: HttpProxy
-    tokens: Optional[HttpProxy]
-
-    @property
-    def host(self) -> str:
-        return self.registry.host
-
-    @property
-    def proxies(self) -> list[HttpProxy]:
-        return [self.registry] + ([self.tokens] if self.tokens is not None else [])
-
-    def reset(self) -> None:
-        for p in self.proxies:
-            p.reset()
-
-
-@contextlib.contextmanager
-def route_to(server: Any) -> Iterator[Route]:
-    """Gated proxies in front of ``server`` and its token server (if any)."""
-    gate = WaveGate()
-    with contextlib.ExitStack() as stack:
-        tokens = None
-        rewrite = None
-        ts = getattr(server, "token_server", None)
-        if ts is not None:
-            tokens = stack.enter_context(HttpProxy(upstream=f"127.0.0.1:{ts.port}", gate=gate))
-            realm, via = ts.realm, f"{tokens.url}/token"
-
-            def rewrite(name: str, value: str) -> str:
-                return value.replace(realm, via) if name == "www-authenticate" else value
-
-        registry = stack.enter_context(
-            HttpProxy(upstream=server.host, gate=gate, rewrite_response_header=rewrite)
-        )
-        route = Route(gate, registry, tokens)
-        yield route
-        for p in route.proxies:
-            assert p.errors == []
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -33,7 +31,7 @@ from pushmanifest.registry import ClientOptions
 from pushmanifest.spec import ManifestListSpec, load_spec_text
 from support.cli import run_cli
 from support.images import seed_platforms
-from support.proxy import HttpProxy, WaveGate
+from support.routes import Route, route_to
 
 pytestmark = pytest.mark.registry
 
@@ -65,50 +63,9 @@ def spec_text(host: str, repo: str, tag: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Route:
-    def __init__(
-        self, gate: Optional[WaveGate], registry: HttpProxy, tokens: Optional[HttpProxy]
-    ) -> None:
-        self.gate, self.registry, self.tokens = gate, registry, tokens
-
-    @property
-    def proxies(self) -> list[HttpProxy]:
-        return [self.registry] + ([self.tokens] if self.tokens is not None else [])
-
-    @property
-    def depth(self) -> int:
-        waves = {r.wave for p in self.proxies for r in p.requests}
-        assert None not in waves
-        return len(waves)
-
-
-def _is_tls_hello(error: str) -> bool:
-    """The proxy speaks plain HTTP: a TLS ClientHello is a bad request to it (the probe)."""
-    return "bad request" in error and "\\x" in error
-
-
-@contextlib.contextmanager
-def gated(server: Any, *, gate_requests: bool = True) -> Iterator[Route]:
-    """Proxies, gated (or only counting), in front of ``server`` and its token server."""
-    gate = WaveGate() if gate_requests else None
-    with contextlib.ExitStack() as stack:
-        tokens = None
-        rewrite = None
-        ts = getattr(server, "token_server", None)
-        if ts is not None:
-            tokens = stack.enter_context(HttpProxy(upstream=f"127.0.0.1:{ts.port}", gate=gate))
-            realm, via = ts.realm, f"{tokens.url}/token"
-
-            def rewrite(name: str, value: str) -> str:
-                return value.replace(realm, via) if name == "www-authenticate" else value
-
-        registry = stack.enter_context(
-            HttpProxy(upstream=server.host, gate=gate, rewrite_response_header=rewrite)
-        )
-        route = Route(gate, registry, tokens)
-        yield route
-        for p in route.proxies:
-            assert [e for e in p.errors if not _is_tls_hello(e)] == []
+def gated(server: Any, *, gate_requests: bool = True) -> contextlib.AbstractContextManager[Route]:
+    """Proxies in front of ``server``; the warm-up's TLS probes of them are no error."""
+    return route_to(server, gate_requests=gate_requests, tls_probes=True)
 
 
 def push(
@@ -243,36 +200,6 @@ def test_loopback_scheme_probed_and_connections_opened_while_the_spec_loads(
         assert route.registry.count("HEAD") == len(PLATFORMS) + 1
         assert route.registry.count("PUT") == 1
         assert route.registry.count("GET", "/v2/") == 0
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections and never says a word."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            held.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        listener.close()
 
 
 def test_a_silent_host_warmed_does_not_hold_up_an_invalid_spec(silent_port: int) -> None:
