@@ -323,14 +323,11 @@ async def upload(host: str, layout: OciLayout, digest: str, repository: str) -> 
         )
 
 
-@pytest.mark.registry
-def test_a_blob_goes_in_ranged_patches(
-    open_registry: Any, tmp_path: Path, monkeypatch: Any
-) -> None:
+def small_pieces_layout(tmp_path: Path, monkeypatch: Any) -> tuple[Path, Any, str]:
+    """A layout whose largest blob (its layer, 1100 bytes) is read in pieces of 64 bytes and
+    uploaded in PATCHes of at most 300, the last 100 apart: (its root, it read, the layer)."""
     import pushmanifest.layout.reading as reading
     import pushmanifest.registry.uploads as uploads
-    from support.images import SeedClient
-    from support.proxy import HttpProxy
 
     monkeypatch.setattr(reading, "READ_PIECE_BYTES", 64)
     monkeypatch.setattr(uploads, "UPLOAD_CHUNK_BYTES", 300)
@@ -339,7 +336,17 @@ def test_a_blob_goes_in_ranged_patches(
     root.mkdir()
     make_layout(root, [image(root)])
     layout = read(root)
-    layer = max(layout.blobs, key=lambda d: layout.blobs[d])
+    return root, layout, max(layout.blobs, key=lambda d: layout.blobs[d])
+
+
+@pytest.mark.registry
+def test_a_blob_goes_in_ranged_patches(
+    open_registry: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from support.images import SeedClient
+    from support.proxy import HttpProxy
+
+    root, layout, layer = small_pieces_layout(tmp_path, monkeypatch)
     size = layout.blobs[layer]
     assert size == 1100  # 1000 bytes in PATCHes of at most 300 (4), then the last 100
     with HttpProxy(upstream=open_registry.host) as proxy:
@@ -357,19 +364,10 @@ def test_a_blob_goes_in_ranged_patches(
 def test_a_blob_changed_after_the_read_pass_is_never_committed(
     open_registry: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    import pushmanifest.layout.reading as reading
-    import pushmanifest.registry.uploads as uploads
     from support.images import SeedClient
     from support.proxy import HttpProxy
 
-    monkeypatch.setattr(reading, "READ_PIECE_BYTES", 64)
-    monkeypatch.setattr(uploads, "UPLOAD_CHUNK_BYTES", 300)
-    monkeypatch.setattr(uploads, "UPLOAD_TAIL_BYTES", 100)
-    root = tmp_path / "l"
-    root.mkdir()
-    make_layout(root, [image(root)])
-    layout = read(root)
-    layer = max(layout.blobs, key=lambda d: layout.blobs[d])
+    root, layout, layer = small_pieces_layout(tmp_path, monkeypatch)
     path = root / "blobs" / "sha256" / layer[7:]
     path.write_bytes(path.read_bytes()[:-1] + b"!")
     with HttpProxy(upstream=open_registry.host) as proxy:
