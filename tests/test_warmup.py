@@ -28,6 +28,7 @@ from pushmanifest.pusher.warm import (
     warm_scopes,
 )
 from pushmanifest.registry import ClientOptions
+from pushmanifest.registry.warmup import ready_connections
 from pushmanifest.spec import ManifestListSpec, load_spec_text
 from support.cli import run_cli
 from support.images import seed_platforms
@@ -200,6 +201,41 @@ def test_loopback_scheme_probed_and_connections_opened_while_the_spec_loads(
         assert route.registry.count("HEAD") == len(PLATFORMS) + 1
         assert route.registry.count("PUT") == 1
         assert route.registry.count("GET", "/v2/") == 0
+
+
+def test_the_loader_thread_starts_once_the_connections_are_opening(
+    open_registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spec's loader thread starts only once the warm-up has imported the network layers
+    and started opening its connections (one per first-wave request): two threads running
+    Python at once take turns on one GIL, which cost ~40 ms of CPU before the first request.
+    Explicit credentials: no credential lookup in a thread, so the order is deterministic."""
+    repo = seeded(open_registry, "warm/order", None)
+    started: list[Warmup] = []
+    start = Warmup.start.__func__  # type: ignore[attr-defined]
+
+    def recording_start(cls: type[Warmup], texts: Any, options: PushOptions) -> Warmup:
+        started.append(start(cls, texts, options))
+        return started[-1]
+
+    monkeypatch.setattr(Warmup, "start", classmethod(recording_start))
+    with gated(open_registry, gate_requests=False) as route:
+        host = route.registry.host
+        text = spec_text(host, repo, fresh_tag())
+        opening: list[int] = []
+
+        def load() -> list[ManifestListSpec]:
+            (warmup,) = started
+            backend = ready_connections(warmup._clients[host])
+            assert backend is not None
+            opening.append(sum(len(tasks) for tasks in backend._ready.values()))
+            return load_spec_text(text)
+
+        credentials = Credentials(username="someone", password=Secret("pw"), source="test")
+        options = PushOptions(credentials=credentials, client=ClientOptions(plain_http=True))
+        run_loading(load, options, [text])
+        assert opening == [len(PLATFORMS) + 1]
+        assert route.registry.connections == len(PLATFORMS) + 1
 
 
 def test_a_silent_host_warmed_does_not_hold_up_an_invalid_spec(silent_port: int) -> None:
