@@ -9,7 +9,10 @@ process of its own, under a driver that counts, from its first line on:
 * whether ``importlib.metadata`` was imported (pydantic's plugin loader imports it even when
   every plugin is off);
 * CA stores loaded into an SSL context (plain HTTP needs none);
-* whether ``difflib`` was imported (only suggestions for a misspelt key or value need it).
+* whether ``difflib`` was imported (only suggestions for a misspelt key or value need it);
+* the modules imported by the time the first request is sent: the rooms of features the push
+  does not use (--append, copies from elsewhere and their referrers, OCI layouts, filters) are
+  not among them, since the first request waits for every module imported before it.
 
 Timings live in ``benchmarks/startup.py``; these counts say what the start-up does, on any
 machine under any load.
@@ -67,6 +70,19 @@ for _name in ("load_default_certs", "load_verify_locations", "set_default_verify
     setattr(ssl.SSLContext, _name, _counting(getattr(ssl.SSLContext, _name)))
 
 
+import asyncio.selector_events as _events
+
+_write = _events._SelectorSocketTransport.write
+
+
+def _first_write(self, data):
+    counts.setdefault("before_first_request", sorted(set(sys.modules) - before))
+    return _write(self, data)
+
+
+_events._SelectorSocketTransport.write = _first_write
+
+
 def _report():
     counts["imported"] = sorted(set(sys.modules) - before)
     sys.stderr.write("\nCOUNTS " + json.dumps(counts) + "\n")
@@ -115,3 +131,13 @@ def test_push_start_up_does_only_what_it_needs(open_registry: Any, tmp_path: Pat
     assert "importlib.metadata" not in counts["imported"]
     assert counts["ca_loads"] == 0
     assert "difflib" not in counts["imported"]
+    # Features this push does not use: not imported at all, or only once its requests are out.
+    imported, early = set(counts["imported"]), set(counts["before_first_request"])
+    never = {"layouts"}
+    later = {"appending", "copying", "referrers"}
+    for room in never | later:
+        assert f"pushmanifest.pusher.{room}" not in early
+    for room in never:
+        assert f"pushmanifest.pusher.{room}" not in imported
+    for module in ("pushmanifest.layout", "pushmanifest.fromargs", "pushmanifest.metadata"):
+        assert module not in imported

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import InputError, SpecError
 from .signals import _run_interruptibly
@@ -235,13 +235,20 @@ def _write_failed_metadata(metadata: MetadataFile, exc: BaseException, *, dry_ru
 
 
 def _push_options(args: argparse.Namespace) -> PushOptions:
-    from ..fromargs import parse_entry_annotations, parse_platform_filter
     from ..pusher import PushOptions
 
+    filters: dict[str, Any] = {}
+    if args.platform is not None or args.remove is not None or args.entry_annotation:
+        # (Only then: fromargs is imported when used, a push's first request waits for it.)
+        from ..fromargs import parse_entry_annotations, parse_platform_filter
+
+        filters = {
+            "platforms": parse_platform_filter(args.platform),
+            "remove_platforms": parse_platform_filter(args.remove, "--remove"),
+            "entry_annotations": parse_entry_annotations(args.entry_annotation),
+        }
     return PushOptions(
-        platforms=parse_platform_filter(args.platform),
-        remove_platforms=parse_platform_filter(args.remove, "--remove"),
-        entry_annotations=parse_entry_annotations(args.entry_annotation),
+        **filters,
         list_type=args.list_type,
         ignore_missing=args.ignore_missing,
         dry_run=args.dry_run,

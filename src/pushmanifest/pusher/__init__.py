@@ -21,10 +21,9 @@ set it on its module (``pusher.appending.APPEND_ROUNDS``), not on this package.
 
 from __future__ import annotations
 
-from .appending import APPEND_ROUNDS, GONE_CODES
+from typing import TYPE_CHECKING, Any
+
 from .common import IMAGE_MEDIA_TYPES, LIST_MEDIA_TYPES
-from .copying import PROGRESS_MIN_BYTES
-from .referrers import MAX_REFERRERS, Referrer
 from .resolving import WAIT_FIRST_DELAY, WAIT_MAX_DELAY
 from .results import (
     ListType,
@@ -36,6 +35,32 @@ from .results import (
     partial_push,
 )
 from .run import _Run, push, push_async
+
+if TYPE_CHECKING:
+    from .appending import APPEND_ROUNDS, GONE_CODES
+    from .copying import PROGRESS_MIN_BYTES
+    from .referrers import MAX_REFERRERS, Referrer
+
+# The rooms of features a push may not use (--append, copies from elsewhere, their referrers)
+# are imported when first used, not with the package: a push's first request waits for every
+# module imported before it (issue 12: start-up).
+_LAZY = {
+    "APPEND_ROUNDS": "appending",
+    "GONE_CODES": "appending",
+    "PROGRESS_MIN_BYTES": "copying",
+    "MAX_REFERRERS": "referrers",
+    "Referrer": "referrers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    room = _LAZY.get(name)
+    if room is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{room}"), name)
+
 
 __all__ = [
     "APPEND_ROUNDS",

@@ -16,7 +16,6 @@ from ..manifest import Descriptor, json_object
 from ..quirks import put_when_settled
 from ..reference import LayoutReference, Reference, SourceImage
 from ..registry import UploadRestart
-from . import layouts
 from .common import gather, log
 
 if TYPE_CHECKING:
@@ -47,6 +46,8 @@ def copy_once(
 
     def copy() -> Awaitable[bytes]:
         if isinstance(source, LayoutReference):
+            from . import layouts  # only for OCI layouts: not imported by every push
+
             return layouts.upload_manifest(run, source, target, child)
         return _copy_manifest(run, source, target, child)
 

@@ -42,7 +42,6 @@ from ..manifest import OCI_INDEX, Descriptor, json_object
 from ..quirks import put_when_settled
 from ..reference import LayoutReference, Reference
 from .common import LIST_MEDIA_TYPES, gather, is_attestation, log
-from .copying import copy_once
 
 if TYPE_CHECKING:
     from .results import PushedEntry
@@ -416,6 +415,8 @@ async def copy_referrers(run: _Run, plan: ReferrerPlan) -> None:
 
 
 async def _write_subject(run: _Run, subject: _Subject) -> None:
+    from .copying import copy_once  # (imported when a referrer is copied, not by every push)
+
     target, client = subject.target, run.client(subject.target.registry)
     await gather(
         copy_once(run, r.source, target, Descriptor(r.media_type, r.digest, r.size))

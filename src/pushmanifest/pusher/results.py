@@ -12,11 +12,11 @@ from ..manifest import Descriptor, ManifestList
 from ..platform import Platform
 from ..reference import Reference, SourceImage
 from ..registry import ClientOptions
-from .referrers import Referrer
 
 if TYPE_CHECKING:
     from ..metadata import ListMetadata
     from ..spec import ManifestListSpec
+    from .referrers import Referrer
 
 ListType = Literal["auto", "docker", "oci"]
 SpecInput = Union["ManifestListSpec", Sequence["ManifestListSpec"]]

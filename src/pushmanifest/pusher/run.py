@@ -5,6 +5,10 @@ source of every list in the run has resolved, and every request that does not de
 goes out concurrently (one wave of HEADs, one wave of PUTs), so the time a push takes does not
 grow with the number of architectures. :class:`_Run` is the hub; resolving sources, copying into
 the target repository and --append's write loop are functions of their own modules taking it.
+
+The modules of features a run may not use (``appending``, ``copying``, ``layouts``,
+``referrers``) are imported where first used, after the first wave of requests is out: each
+module imported before it delays a push's first request (issue 12: start-up).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ..manifest import OCI_INDEX, Descriptor, ManifestList, build_manifest_list
 from ..quirks import put_when_settled
 from ..reference import LayoutReference, Reference, SourceImage
 from ..registry import RegistryClient
-from . import appending, copying, layouts, referrers, resolving, selecting
+from . import resolving, selecting
 from .common import (
     Memo,
     all_targets,
@@ -200,7 +204,7 @@ class _Run:
         targets = [] if dry_run and not self.options.append else all_targets(specs)
         subjects = [spec.subject for spec in specs if spec.subject is not None]
         wanted = unique([*heads, *targets, *subjects])
-        reading = asyncio.ensure_future(layouts.read_layouts(self, specs))
+        reading = asyncio.ensure_future(self._read_layouts(specs))
         try:
             answers = await gather(self.head(ref) for ref in wanted)
         except BaseException:
@@ -222,6 +226,8 @@ class _Run:
             resolving.present_sources(spec, in_sources, self.options.ignore_missing)
             for spec in specs
         ]
+        from . import appending, referrers
+
         # Only now, and only where needed: lists, configs, the list to append to (GETs).
         _, existing = await asyncio.gather(
             gather(resolving.resolve(self, source) for sources in present for source in sources),
@@ -265,6 +271,16 @@ class _Run:
             else self._write(spec, result)
             for spec, result, sources, old in zip(specs, results, present, existing)
         )
+
+    async def _read_layouts(
+        self, specs: list[ManifestListSpec]
+    ) -> dict[LayoutReference, Optional[Descriptor]]:
+        """The OCI layouts on disk the sources name, read and verified (none: nothing to do)."""
+        if not any(isinstance(e.image, LayoutReference) for s in specs for e in s.manifests):
+            return {}
+        from . import layouts
+
+        return await layouts.read_layouts(self, specs)
 
     async def _write(self, spec: ManifestListSpec, result: PushResult) -> PushResult:
         await gather(
@@ -341,6 +357,8 @@ class _Run:
         """A manifest by digest, fetched once per run however many ask (GETs only where
         needed: lists as sources, configs' manifests, the list to append to, copies)."""
         if isinstance(image, LayoutReference):
+            from . import layouts
+
             return layouts.manifest(self, image, digest)
         ref = image
 
@@ -352,6 +370,8 @@ class _Run:
 
     def fetch_blob(self, image: SourceImage, digest: str) -> Awaitable[bytes]:
         if isinstance(image, LayoutReference):
+            from . import layouts
+
             return layouts.config(self, image, digest)
         ref = image
 
@@ -362,6 +382,8 @@ class _Run:
 
     async def _copy_entries(self, target: Reference, entries: list[PushedEntry]) -> None:
         # A method (like _put) so that a test can act between the copies and the writes.
+        from . import copying
+
         await copying.copy_entries(self, target, entries)
 
     # -- partial success -----------------------------------------------------------------------
@@ -432,7 +454,9 @@ class _Run:
         artifact_type = spec.artifact_type or ""
         subject = self.subjects.get(spec.subject) if spec.subject is not None else None
         if existing is not None:
-            entries = appending.merge_append(spec.image, existing.entries, own)
+            from .appending import merge_append
+
+            entries = merge_append(spec.image, existing.entries, own)
             # Merging must not change what it does not touch: an OCI index stays one, and the
             # list's own annotations stay (the spec's win).
             if list_type == "auto" and existing.media_type == OCI_INDEX:
