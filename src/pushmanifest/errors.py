@@ -12,8 +12,9 @@ Every message is one line a user can act on; none of them carries a secret.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Optional
+
+from ._records import record
 
 
 class PushManifestError(Exception):
@@ -50,7 +51,7 @@ class InvalidArgumentError(InputError, TypeError, ValueError):
     as Python's own functions would raise."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SpecProblem:
     """One problem in a spec file, at a position (1-based line and column)."""
 

@@ -37,9 +37,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
+from ._records import record
 from .errors import InputError, InvalidPlatformError, InvalidReferenceError
 from .platform import Platform, normalize_platform, parse_platform
 from .reference import Reference, SourceImage, parse_source
@@ -76,7 +76,7 @@ _PLACEHOLDER = re.compile(r"DOCKERARCH|OS|ARCH|VARIANT")
 _SEPARATORS = "-_."
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PlatformArg:
     """One platform of ``--platforms``: the text as written, and the normalized platform."""
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Optional, Union
 
 from ._checks import check_client_options, check_instance, check_path, options_with
+from ._records import record
 from ._sync import run_sync
 from .auth import Credentials, load_docker_config, resolve_credentials
 from .errors import InvalidReferenceError, RegistryError
@@ -45,7 +46,7 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 IMAGE_CONFIG_MEDIA_TYPES = (DOCKER_CONFIG, OCI_CONFIG)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InspectOptions:
     """How to reach the registry; the same meaning as in :class:`~pushmanifest.PushOptions`."""
 
@@ -65,7 +66,7 @@ class InspectOptions:
         check_client_options(owner, self.client)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InspectResult:
     """What a reference holds. A list has :attr:`manifests`; an image :attr:`config`,
     :attr:`layers` and the :attr:`platform` its config names."""

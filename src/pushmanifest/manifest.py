@@ -20,9 +20,10 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, Optional
 
+from ._records import record
 from .errors import InputError, RegistryError
 from .platform import Platform
 
@@ -55,7 +56,7 @@ def is_media_type(text: str) -> bool:
     return bool(_MEDIA_TYPE.match(text))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     """A reference to a manifest: what a list entry is made of."""
 
@@ -70,7 +71,7 @@ class Descriptor:
         object.__setattr__(self, "annotations", dict(self.annotations))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ManifestList:
     """A serialized manifest list or index, ready to PUT: ``data`` is what gets sent."""
 

@@ -10,9 +10,9 @@ the list we build is byte for byte what manifest-tool builds from the same spec.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional
 
+from ._records import record
 from .errors import InvalidPlatformError
 
 #: GOOS values of ``go tool dist list``.
@@ -98,7 +98,7 @@ _OS_HINTS: Mapping[str, str] = {
 _ARCHITECTURE_PREFIX_HINTS: Mapping[str, str] = {"arm32": "arm"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     """What a manifest list entry runs on; the fields of the OCI ``platform`` object."""
 

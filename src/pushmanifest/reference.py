@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional, Union
 
+from ._records import record
 from .errors import InvalidReferenceError
 
 DOCKER_HUB_DOMAIN = "docker.io"
@@ -46,7 +47,7 @@ _LOWER_HEX_64 = re.compile(r"[a-f0-9]{64}")
 _DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     """A normalized image reference (registry, repository, optional tag and digest)."""
 
@@ -341,7 +342,7 @@ _LAYOUT_REF_NAME = re.compile(rf"{_LAYOUT_COMPONENT}(?:/{_LAYOUT_COMPONENT})*")
 LAYOUT_TEXT_MAX = 4096
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayoutReference:
     """An OCI image layout on disk (``oci:PATH[:TAG]``) as a source: a directory and,
     optionally, the ``org.opencontainers.image.ref.name`` of the image or index in it."""

@@ -14,10 +14,11 @@ import itertools
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ._records import record
 from .errors import SpecError, SpecProblem
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ _MAX_COMBINATIONS = 3**5
 _MAX_ROUNDS = 4
 
 
-@dataclass
+@record
 class ValidationReport:
     """What validating some spec files found."""
 

@@ -13,7 +13,9 @@ registry sends one): :class:`ChallengeLimitError` says which limit it broke.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._records import record
 
 __all__ = [
     "MAX_CHALLENGES",
@@ -39,7 +41,7 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*(?=[ \t]*(?:,|$))")
 _WS = re.compile(r"[ \t]*")
 
 
-@dataclass
+@record
 class Challenge:
     """One challenge: ``scheme`` is lowercased, and so are the parameter names."""
 

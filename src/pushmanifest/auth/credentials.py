@@ -8,8 +8,9 @@ the value is :meth:`Secret.reveal`, which makes every use greppable.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Optional
+
+from .._records import record
 
 __all__ = ["MASK", "Credentials", "Secret"]
 
@@ -64,7 +65,7 @@ def _as_secret(value: object) -> Optional[Secret]:
     raise TypeError(f"expected a Secret or str, not {type(value).__name__}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     """Who we are to one registry, and where we learned it.
 

@@ -14,24 +14,25 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import httpx
+
+from .._records import record
 
 __all__ = ["Acquire", "Flow", "Read", "Step", "drive_async", "drive_sync"]
 
 Key = Any  # what a lock is for (TokenAuth: the token's realm, service and scopes)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Acquire:
     """Wait for, then hold, the lock of ``key``; the driver sends the lock back (to release)."""
 
     key: Key
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Read:
     """Read ``response`` whole (the flow has capped it first)."""
 

@@ -27,11 +27,11 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator, Iterable
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import httpx
 
+from .._records import record
 from ..errors import AuthenticationError, NetworkError
 from .challenge import (
     MAX_CHALLENGES,
@@ -89,7 +89,7 @@ def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _HostAuth:
     """What a host asked for in its challenge."""
 
@@ -98,7 +98,7 @@ class _HostAuth:
     service: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Plan:
     """What to attach to a request: Basic, the static registry token, or a token to obtain."""
 

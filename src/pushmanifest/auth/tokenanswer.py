@@ -11,11 +11,11 @@ import calendar
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import httpx
 
+from .._records import record
 from ..errors import AuthenticationError
 from .credentials import Credentials, Secret
 
@@ -39,7 +39,7 @@ MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 _DETAIL_LIMIT = 200
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Token:
     """A token granted for ``scopes`` by ``realm`` for ``service``."""
 

@@ -20,9 +20,10 @@ import re
 import stat
 import threading
 from collections.abc import AsyncIterator, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, BinaryIO, Optional
 
+from .._records import record
 from ..errors import InputError
 from ..manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor
 from ..platform import Platform
@@ -51,7 +52,7 @@ class LayoutError(InputError):
     """An OCI layout that is missing, malformed, out of bounds or corrupt (exit status 2)."""
 
 
-@dataclass
+@record
 class OciLayout:
     """One layout source, read and verified: the manifest or index it names, every manifest
     under it (bytes, verified) and every blob they name (verified on disk, by size)."""

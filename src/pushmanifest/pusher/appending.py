@@ -12,9 +12,9 @@ import asyncio
 import dataclasses
 import random
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
+from .._records import record
 from ..errors import RegistryError
 from ..manifest import Descriptor, ManifestList, descriptor_from_json, json_object
 from ..reference import Reference
@@ -50,7 +50,7 @@ APPEND_BACKOFF_MIN = 0.05
 APPEND_BACKOFF_MAX = 2.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExistingList:
     """The list a target tag holds, as --append reads it to merge into."""
 

@@ -34,9 +34,10 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
+from .._records import record
 from ..errors import RegistryError
 from ..manifest import OCI_INDEX, Descriptor, json_object
 from ..quirks import put_when_settled
@@ -60,7 +61,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Referrer:
     """An artifact that refers to an entry of a pushed list, copied into the target repository
     with it (with ``dry_run``: that would be)."""
@@ -115,7 +116,7 @@ def fallback_tag(digest: str) -> str:
     return digest.replace(":", "-", 1)
 
 
-@dataclass
+@record
 class _Heads:
     """The first wave's answers about one source image."""
 
@@ -128,7 +129,7 @@ class _Heads:
         return bool(self.api) or (self.api is None and self.tag is not None)
 
 
-@dataclass
+@record
 class _Subject:
     """One entry copied into one target repository, and what comes along."""
 
@@ -143,7 +144,7 @@ class _Subject:
     target_tags: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class ReferrerPlan:
     """What a run's discovery found: every subject's referrers, and per list the referrers its
     entries bring along."""

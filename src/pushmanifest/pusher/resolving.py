@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Optional
 
+from .._records import record
 from ..errors import InputError, MissingSourcesError, RegistryError
 from ..manifest import Descriptor, descriptor_from_json, json_object
 from ..platform import Platform
@@ -38,7 +39,7 @@ WAIT_FIRST_DELAY = 0.5
 WAIT_MAX_DELAY = 5.0
 
 
-@dataclass
+@record
 class Source:
     """A spec entry after resolution: the entries it puts in the list."""
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from .._checks import check_bool, check_client_options, check_instance, check_number, check_path
+from .._records import record
 from ..auth import Credentials
 from ..manifest import Descriptor, ManifestList
 from ..platform import Platform
@@ -22,7 +23,7 @@ ListType = Literal["auto", "docker", "oci"]
 SpecInput = Union["ManifestListSpec", Sequence["ManifestListSpec"]]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PushedEntry:
     """One entry of a pushed list: the source as the spec named it, and what it resolved to."""
 
@@ -34,7 +35,7 @@ class PushedEntry:
         return self.descriptor.platform
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PushResult:
     """What a push did (or, with ``dry_run``, would do)."""
 
@@ -96,7 +97,7 @@ class PushResult:
         return list_metadata(self)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PushOptions:
     """Everything about a run that is not in the spec."""
 
@@ -162,7 +163,7 @@ class PushOptions:
             check_instance(owner, "entry_annotations", mapping, Mapping, "of mappings")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PartialPush:
     """What a run that failed (or was stopped) while writing did write.
 

@@ -19,9 +19,9 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
+from .._records import record
 from ..errors import InputError
 from ..reference import Reference, is_layout_text
 
@@ -54,7 +54,7 @@ _IMAGE_LINE = re.compile(
 _ANY_IMAGE_KEY = re.compile(r"\bimage['\"]?[ \t]*:")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ScannedImage:
     """An image reference of a raw spec: a list's target (a document's top-level ``image:``) or
     one of its entries' sources."""

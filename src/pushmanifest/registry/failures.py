@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from dataclasses import dataclass
 from typing import Optional
 
 import httpx
 
+from .._records import record
 from ..errors import AuthenticationError, DigestMismatchError, NetworkError, RegistryError
 
 
@@ -58,7 +58,7 @@ def decode_error(
     return cls(message, operation=operation, image=image, user=user, status=status, code=code)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RateLimit:
     """Docker Hub's pull quota: ``ratelimit-limit: 100;w=21600``, ``ratelimit-remaining``."""
 

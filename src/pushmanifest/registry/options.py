@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import ssl
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import httpx
 
+from .._records import record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class ClientOptions:
     """How to reach registries; shared by every :class:`RegistryClient` of a run."""
 

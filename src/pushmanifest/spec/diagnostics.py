@@ -9,12 +9,12 @@ They read text only: no pydantic, no models.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Optional
 
 import yaml
 from yaml.reader import ReaderError
 
+from .._records import record
 from ..errors import SpecProblem
 
 __all__ = [
@@ -38,7 +38,7 @@ _KEY_LINE = re.compile(
 _OPENS_BLOCK = re.compile(r"(?:(?:[&!]\S*)\s*)*(?:[|>][-+0-9]*\s*)?(?:#.*)?\Z")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KeyLine:
     number: int  # 1-based
     key: str

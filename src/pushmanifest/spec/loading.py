@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import IO, Any, Optional, Union, cast
 
 import yaml
 from pydantic import ValidationError
 
+from .._records import record
 from ..errors import SpecError, SpecProblem
 from ..platform import Platform
 from .models import (
@@ -64,7 +64,7 @@ _TOO_LARGE = (
 _POSITIONED_KEYS = frozenset({"type", "artifactType", "subject", "annotations", "platforms"})
 
 
-@dataclass
+@record
 class _Document:
     spec: Optional[ManifestListSpec]
     problems: list[SpecProblem]

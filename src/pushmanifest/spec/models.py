@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, cast
 
@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self, TypeAlias
 
+from .._records import record
 from ..errors import InvalidPlatformError, InvalidReferenceError, SpecError
 from ..manifest import is_media_type
 from ..platform import Platform, normalize_platform, parse_platform
@@ -58,7 +59,7 @@ CONTEXT_KEY = "pushmanifest.spec"
 # Validation context: present only while loading YAML
 
 
-@dataclass
+@record
 class LoadContext:
     env: Mapping[str, str]
     # Notices at a fixed path (the target's default tag).

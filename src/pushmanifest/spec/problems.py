@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import yaml
 from pydantic import ValidationError
 
+from .._records import record
 from ..errors import SpecProblem
 
 __all__ = [
@@ -56,7 +56,7 @@ class PathProblem(SpecProblem):
         return f"{self.file}: {self.message}"
 
 
-@dataclass
+@record
 class Marks:
     keys: dict[Loc, yaml.Mark]
     values: dict[Loc, yaml.Mark]
