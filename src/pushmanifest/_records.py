@@ -152,8 +152,16 @@ def _check_supported(cls: type) -> None:
 
 
 def _make(cls: type, frozen: bool) -> type:
+    # dataclass writes a class without a docstring one from inspect.signature(), which for an
+    # __init__ not yet written is object's, parsed from its text with tokenize's regexes
+    # (~10M instructions, the first time): one from the fields instead, once they are known.
+    undocumented = cls.__doc__ is None
+    if undocumented:
+        cls.__doc__ = "-"  # (non-empty: dataclass writes none over it)
     # The fields only: no method written, nothing compiled.
     cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False)
+    if undocumented:
+        cls.__doc__ = f"{cls.__name__}({', '.join(f.name for f in dataclasses.fields(cls))})"
     _check_supported(cls)
     _set(cls, "__init__", _init_for(cls, frozen))
     _set(cls, "__repr__", _repr_for(cls))
