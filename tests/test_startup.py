@@ -89,6 +89,9 @@ def _report():
 
 
 atexit.register(_report)
+import pushmanifest.cli.runner as _runner
+
+_runner._end_process = sys.exit  # (it ends the process without atexit's handlers)
 sys.argv = ["pushmanifest", *sys.argv[1:]]
 runpy.run_module("pushmanifest", run_name="__main__", alter_sys=True)
 """
