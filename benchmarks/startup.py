@@ -104,7 +104,7 @@ def task_cpu(pid: int) -> Optional[float]:
 
 def first_request(site: Site, args: Sequence[str], env: dict[str, str]) -> tuple[float, ...]:
     """Run ``args`` once: (seconds from its start to its first request at the proxy, CPU
-    seconds it had used when it opened its first connection to the proxy (-1: unknown), CPU
+    seconds it had used when that request reached the proxy (-1: unknown), CPU
     seconds of the whole run). The CPU to first request does not grow with the machine's load
     as the wall time does: the process is CPU-bound until then."""
     site.proxy.reset()
@@ -117,9 +117,10 @@ def first_request(site: Site, args: Sequence[str], env: dict[str, str]) -> tuple
     )
     cpu_at_first: list[float] = []
 
-    def watch() -> None:  # the CPU used by the time the first connection is accepted
+    def watch() -> None:  # the CPU used by the time the first request has reached the proxy
+        # (Not its first connection: pushmanifest opens its connections while the spec loads.)
         while proc.poll() is None:
-            if site.proxy.connections:
+            if site.proxy.requests:
                 cpu = task_cpu(proc.pid)
                 cpu_at_first.append(-1.0 if cpu is None else cpu)
                 return
