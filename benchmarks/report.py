@@ -159,6 +159,8 @@ def floor_section(res: Results) -> list[str]:
         "CPU by the first request: pushmanifest / floor",
         "ratio",
         "CPU in all: pushmanifest / floor",
+        "instructions to the first request: pushmanifest / floor (valgrind)",
+        "ratio",
     ]
     rows = []
     for c in res.floor:
@@ -169,13 +171,20 @@ def floor_section(res: Results) -> list[str]:
         cpu_first = f"{ms(pm.median_cpu_first)} / {ms(fl.median_cpu_first)}"
         cpu_ratio = "-" if c.cpu_ratio is None else f"{c.cpu_ratio:.2f}"
         cpu = f"{ms(pm.median_cpu)} / {ms(fl.median_cpu)}"
-        rows.append([c.auth, c.archs, *firsts, ratio, met, cpu_first, cpu_ratio, cpu])
+        counts = "-"
+        if pm.instructions is not None and fl.instructions is not None:
+            counts = f"{pm.instructions / 1e6:.0f}M / {fl.instructions / 1e6:.0f}M"
+        counts_ratio = "-" if c.instructions_ratio is None else f"{c.instructions_ratio:.3f}"
+        rows.append(
+            [c.auth, c.archs, *firsts, ratio, met, cpu_first, cpu_ratio, cpu, counts, counts_ratio]
+        )
     if not rows:
         return []
     title = (
         "Start-up: time to first request, pushmanifest vs its floor (benchmarks/floor.py: the "
         "same job with only httpx, pyyaml and pydantic), runs alternating, no latency, medians; "
-        "the CPU a process has used by its first connection does not grow with the load"
+        "the CPU a process has used by its first request grows less with the machine's load, "
+        "the instructions it has run (valgrind, one run each) not at all"
     )
     target = ["#", "target", "measured", "met"]
     return section(title, header, rows) + section(

@@ -17,7 +17,9 @@ Part of ``run.py`` (``bench.Bench.startup_floor``); alone, for working on the st
 from __future__ import annotations
 
 import argparse
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,9 @@ class FirstRequest:
     first: list[float] = field(default_factory=list)
     cpu_first: list[float] = field(default_factory=list)  # CPU used by the first request
     cpu: list[float] = field(default_factory=list)
+    #: Instructions run to the first request (valgrind; None: not counted), which, unlike the
+    #: times, the machine's load does not change.
+    instructions: Optional[int] = None
     error: str = ""
 
     @property
@@ -88,6 +93,36 @@ class FloorComparison:
         """The same ratio in CPU used by the first request (steady under load)."""
         pm, fl = self.pushmanifest.median_cpu_first, self.floor.median_cpu_first
         return None if pm is None or fl is None or fl <= 0 else pm / fl
+
+    @property
+    def instructions_ratio(self) -> Optional[float]:
+        pm, fl = self.pushmanifest.instructions, self.floor.instructions
+        return None if pm is None or fl is None or fl <= 0 else pm / fl
+
+
+def count_instructions(args: Sequence[str], env: dict[str, str]) -> Optional[int]:
+    """Instructions the Python command ``args`` runs up to its first request (valgrind's
+    cachegrind, through ``firstwrite.py``); None without valgrind or where it fails."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    command = [
+        valgrind,
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        args[0],
+        str(HERE / "firstwrite.py"),
+        *args[1:],
+    ]
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    return int(found.group(1).replace(",", "")) if found and done.returncode == 0 else None
 
 
 def task_cpu(pid: int) -> Optional[float]:
@@ -187,6 +222,9 @@ def compare(site: Site, make_spec: Callable[[], Path], runs: int, archs: int) ->
                 result.cpu.append(cpu)
                 if cpu_first >= 0:
                     result.cpu_first.append(cpu_first)
+    for name, command in commands.items():
+        if not results[name].error:
+            results[name].instructions = count_instructions(command(make_spec()), env)
     return FloorComparison(site.name, archs, results["pushmanifest"], results["floor"])
 
 
@@ -240,7 +278,10 @@ def floor_ratio(comparisons: Sequence[FloorComparison]) -> list[list[str]]:
             parts.append(f"{c.auth}: failed")
             met = False
             continue
-        cpu = "" if c.cpu_ratio is None else f" (CPU by then: {c.cpu_ratio:.2f})"
+        notes = [] if c.cpu_ratio is None else [f"CPU by then: {c.cpu_ratio:.2f}"]
+        if c.instructions_ratio is not None:
+            notes.append(f"instructions: {c.instructions_ratio:.2f}")
+        cpu = f" ({'; '.join(notes)})" if notes else ""
         parts.append(
             f"{c.auth}: {ms(c.pushmanifest.median_first)} / {ms(c.floor.median_first)} = "
             f"{c.ratio:.2f}{cpu}"
@@ -268,6 +309,9 @@ def format_comparison(c: FloorComparison) -> str:
             f"{' ' + r.error if r.error else ''};"
         )
     parts.append(f"ratio {ratio(c.ratio)} (in CPU by the first request: {ratio(c.cpu_ratio)})")
+    pm, fl = c.pushmanifest.instructions, c.floor.instructions
+    if pm is not None and fl is not None:
+        parts.append(f"instructions to it: {pm / 1e6:.0f}M / {fl / 1e6:.0f}M = {pm / fl:.3f}")
     return " ".join(parts)
 
 
