@@ -346,3 +346,92 @@ def test_heads_beyond_the_limit_wait_before_starting(monkeypatch: pytest.MonkeyP
 
     with KeepAliveServer(route) as server:
         asyncio.run(go(server.host))
+
+
+def test_a_reused_connection_costs_no_anyio_lock_no_task_and_no_cookie_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPU per request (issue 12): on a connection this pool hands out, httpcore's anyio locks
+    (a cancel scope and a turn of the event loop each, three per request) are not taken, the
+    document limit makes no task of its own (Python 3.11+), and an answer that sets no cookie
+    is not handed to http.cookiejar."""
+    import http.cookiejar
+    import sys
+
+    from httpcore._synchronization import AsyncLock
+
+    counts = {"anyio lock": 0, "task": 0, "cookiejar": 0}
+    measured: dict[str, int] = {}
+
+    def counted(name: str, original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(AsyncLock, "__aenter__", counted("anyio lock", AsyncLock.__aenter__))
+    jar = http.cookiejar.CookieJar
+    monkeypatch.setattr(jar, "extract_cookies", counted("cookiejar", jar.extract_cookies))
+    sequential = 5
+
+    async def go(host: str) -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(loop, "create_task", counted("task", loop.create_task))
+        options = ClientOptions(plain_http=True)
+        async with RegistryClient(host, options=options) as client:
+            assert (await client.head_manifest("team/app", "first")) is not None
+            for name in counts:
+                counts[name] = 0
+            for i in range(sequential):
+                found = await client.head_manifest("team/app", f"t{i}")
+                assert found is not None and found.digest == DIGEST
+            measured.update(counts)  # before the client closes (its closing takes tasks)
+            assert pool_of(client.http).opened == 1
+
+    with KeepAliveServer(HeldAnswers()) as server:
+        asyncio.run(go(server.host))
+        assert server.requests == sequential + 1
+    assert measured["anyio lock"] == 0, measured
+    assert measured["cookiejar"] == 0, measured
+    if sys.version_info >= (3, 11):
+        assert measured["task"] == 0, measured
+
+
+def test_a_cookie_the_registry_sets_is_sent_back() -> None:
+    """Cookies are still read where an answer sets one (a load balancer's sticky session)."""
+    heads: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            for number in range(3):
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                heads.append(head)
+                cookie = b"Set-Cookie: lb=node7; Path=/\r\n" if number == 0 else b""
+                conn.sendall(HEAD_RESPONSE.replace(b"\r\n\r\n", b"\r\n" + cookie + b"\r\n", 1))
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def go() -> None:
+        async with RegistryClient(host, options=ClientOptions(plain_http=True)) as client:
+            for i in range(3):
+                assert (await client.head_manifest("team/app", f"t{i}")) is not None
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), HANG))
+    finally:
+        listener.close()
+    cookies = [
+        [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
+        for head in heads
+    ]
+    assert cookies == [[], [b"Cookie: lb=node7"], [b"Cookie: lb=node7"]]
