@@ -352,15 +352,16 @@ def test_a_reused_connection_costs_no_anyio_lock_no_task_and_no_cookie_parsing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """CPU per request (issue 12): on a connection this pool hands out, httpcore's anyio locks
-    (a cancel scope and a turn of the event loop each, three per request) are not taken, the
-    document limit makes no task of its own (Python 3.11+), and an answer that sets no cookie
-    is not handed to http.cookiejar."""
+    (a cancel scope and a turn of the event loop each, three per request) are not taken, an
+    answer that sets no cookie is not handed to http.cookiejar, and (Python 3.11+) neither the
+    document limit nor a read or write of the socket makes a task or an anyio cancel scope."""
     import http.cookiejar
     import sys
 
+    import anyio
     from httpcore._synchronization import AsyncLock
 
-    counts = {"anyio lock": 0, "task": 0, "cookiejar": 0}
+    counts = {"anyio lock": 0, "task": 0, "cookiejar": 0, "anyio timeout": 0}
     measured: dict[str, int] = {}
 
     def counted(name: str, original: Any) -> Any:
@@ -371,6 +372,7 @@ def test_a_reused_connection_costs_no_anyio_lock_no_task_and_no_cookie_parsing(
         return wrapper
 
     monkeypatch.setattr(AsyncLock, "__aenter__", counted("anyio lock", AsyncLock.__aenter__))
+    monkeypatch.setattr(anyio, "fail_after", counted("anyio timeout", anyio.fail_after))
     jar = http.cookiejar.CookieJar
     monkeypatch.setattr(jar, "extract_cookies", counted("cookiejar", jar.extract_cookies))
     sequential = 5
@@ -396,6 +398,7 @@ def test_a_reused_connection_costs_no_anyio_lock_no_task_and_no_cookie_parsing(
     assert measured["cookiejar"] == 0, measured
     if sys.version_info >= (3, 11):
         assert measured["task"] == 0, measured
+        assert measured["anyio timeout"] == 0, measured  # per read and write: netbackend
 
 
 def test_a_cookie_the_registry_sets_is_sent_back() -> None:
