@@ -345,6 +345,11 @@ class Connection:
                 return response, await _read_capped(response, cap, image, raw=raw)
             finally:
                 await response.aclose()
+                # httpx's stream refers back to its response (a cycle): left in place, every
+                # answer, its request and their headers (a 5 KiB token each) lived on until the
+                # cyclic GC ran: 230 requests at the peak of a bulk run with 64 in flight. Once
+                # closed, the stream is of no more use (a read raises StreamConsumed either way).
+                response.stream = httpx.ByteStream(b"")
 
         async with self._limit:
             try:
