@@ -346,3 +346,176 @@ def test_heads_beyond_the_limit_wait_before_starting(monkeypatch: pytest.MonkeyP
 
     with KeepAliveServer(route) as server:
         asyncio.run(go(server.host))
+
+
+def test_a_reused_connection_costs_no_anyio_lock_no_task_and_no_cookie_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPU per request (issue 12): on a connection this pool hands out, httpcore's anyio locks
+    (a cancel scope and a turn of the event loop each, three per request) are not taken, an
+    answer that sets no cookie is not handed to http.cookiejar, and (Python 3.11+) neither the
+    document limit nor a read or write of the socket makes a task or an anyio cancel scope."""
+    import http.cookiejar
+    import sys
+
+    import anyio
+    from httpcore._synchronization import AsyncLock
+
+    counts = {"anyio lock": 0, "task": 0, "cookiejar": 0, "anyio timeout": 0}
+    measured: dict[str, int] = {}
+
+    def counted(name: str, original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(AsyncLock, "__aenter__", counted("anyio lock", AsyncLock.__aenter__))
+    monkeypatch.setattr(anyio, "fail_after", counted("anyio timeout", anyio.fail_after))
+    jar = http.cookiejar.CookieJar
+    monkeypatch.setattr(jar, "extract_cookies", counted("cookiejar", jar.extract_cookies))
+    sequential = 5
+
+    async def go(host: str) -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(loop, "create_task", counted("task", loop.create_task))
+        options = ClientOptions(plain_http=True)
+        async with RegistryClient(host, options=options) as client:
+            assert (await client.head_manifest("team/app", "first")) is not None
+            for name in counts:
+                counts[name] = 0
+            for i in range(sequential):
+                found = await client.head_manifest("team/app", f"t{i}")
+                assert found is not None and found.digest == DIGEST
+            measured.update(counts)  # before the client closes (its closing takes tasks)
+            assert pool_of(client.http).opened == 1
+
+    with KeepAliveServer(HeldAnswers()) as server:
+        asyncio.run(go(server.host))
+        assert server.requests == sequential + 1
+    assert measured["anyio lock"] == 0, measured
+    assert measured["cookiejar"] == 0, measured
+    if sys.version_info >= (3, 11):
+        assert measured["task"] == 0, measured
+        assert measured["anyio timeout"] == 0, measured  # per read and write: netbackend
+
+
+def test_a_cookie_the_registry_sets_is_sent_back() -> None:
+    """Cookies are still read where an answer sets one (a load balancer's sticky session)."""
+    heads: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            for number in range(3):
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                heads.append(head)
+                cookie = b"Set-Cookie: lb=node7; Path=/\r\n" if number == 0 else b""
+                conn.sendall(HEAD_RESPONSE.replace(b"\r\n\r\n", b"\r\n" + cookie + b"\r\n", 1))
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def go() -> None:
+        async with RegistryClient(host, options=ClientOptions(plain_http=True)) as client:
+            for i in range(3):
+                assert (await client.head_manifest("team/app", f"t{i}")) is not None
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), HANG))
+    finally:
+        listener.close()
+    cookies = [
+        [line for line in head.split(b"\r\n") if line.lower().startswith(b"cookie:")]
+        for head in heads
+    ]
+    assert cookies == [[], [b"Cookie: lb=node7"], [b"Cookie: lb=node7"]]
+
+
+def test_a_wave_of_heads_holds_no_task_for_a_waiting_head(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Peak memory (issue 12): a bulk run's wave of HEADs starts at most --max-concurrency per
+    registry, in order; the others wait as references, not as tasks. As gather: every HEAD
+    runs, the first failure is raised and the others logged."""
+    from pushmanifest.errors import RegistryError
+    from pushmanifest.pusher.results import PushOptions
+    from pushmanifest.pusher.run import _Run
+    from pushmanifest.reference import Reference
+
+    started: list[str] = []
+    active: dict[str, int] = {}
+    most: dict[str, int] = {}
+    tasks: list[int] = []
+
+    async def head(self: _Run, ref: Reference) -> Any:
+        started.append(ref.familiar())
+        active[ref.registry] = active.get(ref.registry, 0) + 1
+        most[ref.registry] = max(most.get(ref.registry, 0), active[ref.registry])
+        tasks.append(len(asyncio.all_tasks()))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        active[ref.registry] -= 1
+        if ref.tag in ("t4", "t6") and ref.registry == "one.example":
+            raise RegistryError(f"no {ref.tag}")
+        return ref.tag
+
+    monkeypatch.setattr(_Run, "head", head)
+    refs = [Reference.parse(f"one.example/app:t{i}") for i in range(9)]
+    refs += [Reference.parse(f"two.example/app:t{i}") for i in range(4)]
+
+    async def go() -> Any:
+        run = _Run(PushOptions(client=ClientOptions(max_concurrency=3)))
+        with pytest.raises(RegistryError, match="no t4"):
+            await run._head_wave(refs)
+        return await run._head_wave(refs[9:])
+
+    assert asyncio.run(go()) == ["t0", "t1", "t2", "t3"]
+    first = started[:13]
+    assert [s for s in first if s.startswith("one")] == [r.familiar() for r in refs[:9]]
+    assert [s for s in first if s.startswith("two")] == [r.familiar() for r in refs[9:]]
+    assert most == {"one.example": 3, "two.example": 3}
+    assert max(tasks) <= 1 + 3 + 3  # the run's own task and the two registries' slots
+    assert "no t6" in caplog.text
+
+
+def test_an_answer_and_its_request_are_freed_without_the_cyclic_gc() -> None:
+    """Peak memory (issue 12): httpx's stream refers back to its response; left in place, every
+    answer and its request (headers, a token) lived on until the cyclic GC ran (230 requests at
+    the peak of a bulk run with 64 in flight)."""
+    import gc
+    import weakref
+
+    kept: list[weakref.ref[Any]] = []
+    original = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        response = await original(self, request, **kwargs)
+        kept.extend([weakref.ref(response), weakref.ref(request)])
+        return response
+
+    async def go(host: str) -> None:
+        async with RegistryClient(host, options=ClientOptions(plain_http=True)) as client:
+            for i in range(3):
+                assert (await client.head_manifest("team/app", f"t{i}")) is not None
+            alive.extend(ref for ref in kept if ref() is not None)
+
+    alive: list[weakref.ref[Any]] = []
+    with pytest.MonkeyPatch.context() as patch, KeepAliveServer(HeldAnswers()) as server:
+        patch.setattr(httpx.AsyncClient, "send", send)
+        gc.collect()
+        gc.disable()
+        try:
+            asyncio.run(go(server.host))
+        finally:
+            gc.enable()
+    assert len(kept) == 6
+    assert alive == []

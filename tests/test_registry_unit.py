@@ -320,3 +320,42 @@ def test_rate_limit_header_forms() -> None:
     limit = rate_limit(httpx.Headers({"x-ratelimit-limit": "200", "x-ratelimit-remaining": "7"}))
     assert limit is not None and str(limit) == "7 of 200 pulls left"
     assert rate_limit(httpx.Headers({"ratelimit-limit": "x", "ratelimit-remaining": "1"})) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "team/app/manifests/v1.2-rc_3",
+        "a/b/c/manifests/sha256:" + "0f" * 32,
+        "x/blobs/uploads/",
+        "library/alpine/referrers/sha256:" + "ab" * 32,
+        # Not plain: left to httpx's parse (quoting, dot segments, a query).
+        "a/../b/manifests/t",
+        "a/./b",
+        "a/%41/manifests/t",
+        "a b/manifests/t",
+        "a/manifests/t?x=1",
+        "é/manifests/t",
+    ],
+)
+@pytest.mark.parametrize("registry", ["127.0.0.1:5000", "registry.example:443", "[::1]:5000"])
+def test_a_request_url_is_the_url_httpx_parses(registry: str, path: str) -> None:
+    """CPU per request (issue 12): a registry's request URLs are made from its parsed /v2/ URL,
+    not parsed each time; each is the URL httpx makes of the string."""
+
+    async def go() -> None:
+        async with client(plain_http=True) as connection:
+            connection.host = registry
+            url = connection._url(path)
+            made = httpx.URL(connection._parsed_url(url))
+            assert made == httpx.URL(url)
+            assert str(made) == str(httpx.URL(url))
+            built = connection._client.build_request("HEAD", made).url
+            parsed = connection._client.build_request("HEAD", url).url
+            assert (built.raw_host, built.port, built.raw_path) == (
+                parsed.raw_host,
+                parsed.port,
+                parsed.raw_path,
+            )
+
+    run(go())

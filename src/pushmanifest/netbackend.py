@@ -9,8 +9,10 @@ is passed through unchanged, TLS included (a TLS stream is a new stream, over th
 
 from __future__ import annotations
 
+import asyncio
 import select
 import ssl
+import sys
 from collections.abc import Iterable
 from typing import Any, Optional, Union
 
@@ -54,6 +56,43 @@ class CachedSocketStream(StreamWrapper):
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         super().__init__(stream)
         self._socket: Any = stream.get_extra_info("socket")
+        #: httpcore's anyio stream's own stream, read and written here directly (3.11+): see
+        #: read().
+        self._anyio: Any = _anyio_stream_of(stream)
+
+    async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
+        # As httpcore's AnyIOStream.read, without its two context managers per call (anyio's
+        # cancel scope for the timeout, its exception map): ~14 us of a HEAD's ~700.
+        anyio_stream = self._anyio
+        if anyio_stream is None:
+            return await self._stream.read(max_bytes, timeout)
+        errors = _anyio_errors()
+        try:
+            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
+                chunk: bytes = await anyio_stream.receive(max_bytes)
+                return chunk
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(exc) from exc
+        except errors.EndOfStream:
+            return b""
+        except (errors.BrokenResourceError, errors.ClosedResourceError) as exc:
+            raise httpcore.ReadError(exc) from exc
+
+    async def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
+        anyio_stream = self._anyio
+        if anyio_stream is None:
+            return await self._stream.write(buffer, timeout)
+        if not buffer:
+            return None
+        errors = _anyio_errors()
+        try:
+            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
+                await anyio_stream.send(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(exc) from exc
+        except (errors.BrokenResourceError, errors.ClosedResourceError) as exc:
+            raise httpcore.WriteError(exc) from exc
+        return None
 
     async def start_tls(
         self,
@@ -130,6 +169,24 @@ def install(client: httpx.AsyncClient) -> bool:
     if not isinstance(pool._network_backend, CachedSocketBackend):
         pool._network_backend = CachedSocketBackend(pool._network_backend)
     return True
+
+
+def _anyio_stream_of(stream: httpcore.AsyncNetworkStream) -> Any:
+    """The anyio stream inside httpcore's ``AnyIOStream`` (plain TCP or TLS) on Python 3.11+
+    (asyncio.timeout); None for any other stream, which is then called as it is."""
+    kind = type(stream)
+    if (
+        sys.version_info < (3, 11)
+        or kind.__name__ != "AnyIOStream"
+        or kind.__module__ != "httpcore._backends.anyio"
+    ):
+        return None
+    return getattr(stream, "_stream", None)
+
+
+def _anyio_errors() -> Any:
+    # anyio is imported once a stream of it exists (httpcore's backend imported it).
+    return sys.modules["anyio"]
 
 
 def _is_socket_readable(sock: Any) -> bool:

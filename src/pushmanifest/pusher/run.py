@@ -206,7 +206,7 @@ class _Run:
         wanted = unique([*heads, *targets, *subjects])
         reading = asyncio.ensure_future(self._read_layouts(specs))
         try:
-            answers = await gather(self.head(ref) for ref in wanted)
+            answers = await self._head_wave(wanted)
         except BaseException:
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -339,6 +339,40 @@ class _Run:
 
     async def head(self, ref: Reference) -> Optional[Descriptor]:
         return await self.client(ref.registry).head_manifest(ref.repository, ref.identifier)
+
+    async def _head_wave(self, refs: list[Reference]) -> list[Optional[Descriptor]]:
+        """``gather(self.head(ref) for ref in refs)``, each registry's HEADs started in order
+        and at most --max-concurrency at a time (as its client admits them): the others wait as
+        references, not as tasks (a bulk run's wave of 500 HEADs held a task and four coroutines
+        for each, ~0.6 MiB at its peak, while 64 were in flight). As gather: every HEAD runs,
+        the first failure is raised and the others logged."""
+        from ..errors import PushManifestError
+
+        limit = max(1, self.options.client.max_concurrency)
+        answers: list[Any] = [None] * len(refs)
+        waiting: dict[str, list[int]] = {}
+        for index, ref in enumerate(refs):
+            waiting.setdefault(ref.registry, []).append(index)
+        for queue in waiting.values():
+            queue.reverse()  # popped from the end: in order
+
+        async def one_slot(queue: list[int]) -> None:
+            while queue:
+                index = queue.pop()
+                try:
+                    answers[index] = await self.head(refs[index])
+                except Exception as exc:
+                    answers[index] = exc
+
+        slots = [one_slot(q) for q in waiting.values() for _ in range(min(limit, len(q)))]
+        await asyncio.gather(*slots)
+        errors = [answer for answer in answers if isinstance(answer, BaseException)]
+        if errors:
+            for extra in errors[1:]:
+                if isinstance(extra, PushManifestError):
+                    log.error("%s", extra)
+            raise errors[0]
+        return answers
 
     async def _put(self, ref: Reference, manifest_list: ManifestList) -> str:
         """Every list PUT of the run, recorded for partial success."""

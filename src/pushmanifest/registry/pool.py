@@ -157,7 +157,7 @@ class OriginPool:
     def _new(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         self._open += 1
         self.opened += 1
-        return httpcore.AsyncHTTPConnection(
+        connection = httpcore.AsyncHTTPConnection(
             origin,
             ssl_context=self._ssl_context,
             keepalive_expiry=self._keepalive_expiry,
@@ -169,6 +169,12 @@ class OriginPool:
             network_backend=self._network_backend,
             socket_options=self._socket_options,
         )
+        # httpcore's locks are anyio's: each acquisition enters a cancel scope and goes once
+        # round the event loop, three times per request. This pool gives a connection to one
+        # request at a time, so they are never contended: asyncio's lock (free uncontended) in
+        # their place. (The HTTP/1.1 connection's own lock: once it exists, see _release.)
+        connection._request_lock = asyncio.Lock()  # type: ignore[assignment]
+        return connection
 
     def _idle_elsewhere(self, key: _Key) -> Optional[httpcore.AsyncHTTPConnection]:
         for other, idle in self._idle.items():
@@ -209,6 +215,7 @@ class OriginPool:
         """Back to the idle stack of its origin when it can take another request; else closed
         and no longer counted. Either way the next waiter is woken."""
         if connection.is_available() and not self._closed:
+            _uncontended_state_lock(connection)
             key = _key(connection._origin)  # where httpcore keeps it (can_handle_request's)
             self._idle.setdefault(key, []).append(connection)
             self._wake()
@@ -269,6 +276,15 @@ class _ReleasingStream:
                 await close()
         finally:
             await self._pool._release(self._connection)
+
+
+def _uncontended_state_lock(connection: httpcore.AsyncHTTPConnection) -> None:
+    """The state lock of ``connection``'s HTTP/1.1 connection made asyncio's (see _new)."""
+    inner = connection._connection
+    if type(inner) is httpcore.AsyncHTTP11Connection and not isinstance(
+        inner._state_lock, asyncio.Lock
+    ):
+        inner._state_lock = asyncio.Lock()  # type: ignore[assignment]
 
 
 async def _close(connection: httpcore.AsyncHTTPConnection) -> None:
