@@ -28,7 +28,7 @@ from pushmanifest.pusher.warm import (
     warm_scopes,
 )
 from pushmanifest.registry import ClientOptions
-from pushmanifest.registry.warmup import ready_connections
+from pushmanifest.registry.warmup import ReadyConnections
 from pushmanifest.spec import ManifestListSpec, load_spec_text
 from support.cli import run_cli
 from support.images import seed_platforms
@@ -211,30 +211,26 @@ def test_the_loader_thread_starts_once_the_connections_are_opening(
     Python at once take turns on one GIL, which cost ~40 ms of CPU before the first request.
     Explicit credentials: no credential lookup in a thread, so the order is deterministic."""
     repo = seeded(open_registry, "warm/order", None)
-    started: list[Warmup] = []
-    start = Warmup.start.__func__  # type: ignore[attr-defined]
+    opened: list[int] = []  # connections started ahead, per open_ahead call
+    open_ahead = ReadyConnections.open_ahead
 
-    def recording_start(cls: type[Warmup], texts: Any, options: PushOptions) -> Warmup:
-        started.append(start(cls, texts, options))
-        return started[-1]
+    def counting(self: ReadyConnections, host: str, port: int, count: int, **kw: Any) -> Any:
+        opened.append(count)
+        return open_ahead(self, host, port, count, **kw)
 
-    monkeypatch.setattr(Warmup, "start", classmethod(recording_start))
+    monkeypatch.setattr(ReadyConnections, "open_ahead", counting)
     with gated(open_registry, gate_requests=False) as route:
-        host = route.registry.host
-        text = spec_text(host, repo, fresh_tag())
-        opening: list[int] = []
+        text = spec_text(route.registry.host, repo, fresh_tag())
+        at_load: list[int] = []
 
         def load() -> list[ManifestListSpec]:
-            (warmup,) = started
-            backend = ready_connections(warmup._clients[host])
-            assert backend is not None
-            opening.append(sum(len(tasks) for tasks in backend._ready.values()))
+            at_load.append(sum(opened))
             return load_spec_text(text)
 
         credentials = Credentials(username="someone", password=Secret("pw"), source="test")
         options = PushOptions(credentials=credentials, client=ClientOptions(plain_http=True))
         run_loading(load, options, [text])
-        assert opening == [len(PLATFORMS) + 1]
+        assert at_load == [len(PLATFORMS) + 1]
         assert route.registry.connections == len(PLATFORMS) + 1
 
 
