@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -203,13 +204,15 @@ def test_loopback_scheme_probed_and_connections_opened_while_the_spec_loads(
         assert route.registry.count("GET", "/v2/") == 0
 
 
+@pytest.mark.parametrize("credentials_from", ["options", "docker config"])
 def test_the_loader_thread_starts_once_the_connections_are_opening(
-    open_registry: Any, monkeypatch: pytest.MonkeyPatch
+    open_registry: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, credentials_from: str
 ) -> None:
     """The spec's loader thread starts only once the warm-up has imported the network layers
     and started opening its connections (one per first-wave request): two threads running
     Python at once take turns on one GIL, which cost ~40 ms of CPU before the first request.
-    Explicit credentials: no credential lookup in a thread, so the order is deterministic."""
+    The user's credentials, or docker's config without a credential helper: no thread is
+    needed to find them, so the connections come first, deterministically."""
     repo = seeded(open_registry, "warm/order", None)
     opened: list[int] = []  # connections started ahead, per open_ahead call
     open_ahead = ReadyConnections.open_ahead
@@ -227,11 +230,55 @@ def test_the_loader_thread_starts_once_the_connections_are_opening(
             at_load.append(sum(opened))
             return load_spec_text(text)
 
-        credentials = Credentials(username="someone", password=Secret("pw"), source="test")
-        options = PushOptions(credentials=credentials, client=ClientOptions(plain_http=True))
+        if credentials_from == "options":
+            credentials = Credentials(username="someone", password=Secret("pw"), source="test")
+            options = PushOptions(credentials=credentials, client=ClientOptions(plain_http=True))
+        else:
+            (tmp_path / "config.json").write_text('{"auths": {}}')
+            options = PushOptions(docker_config=tmp_path, client=ClientOptions(plain_http=True))
         run_loading(load, options, [text])
         assert at_load == [len(PLATFORMS) + 1]
         assert route.registry.connections == len(PLATFORMS) + 1
+
+
+HELPER = """#!{python}
+import json, os, sys, time
+sys.stdin.read()
+flag = os.environ["LOADED_FLAG"]
+deadline = time.monotonic() + 60
+while not os.path.exists(flag) and time.monotonic() < deadline:
+    time.sleep(0.01)
+with open(os.environ["HELPER_SAW"], "w") as seen:
+    seen.write(str(os.path.exists(flag)))
+print(json.dumps({{"ServerURL": "x", "Username": "u", "Secret": "s"}}))
+"""
+
+
+def test_a_credential_helper_runs_while_the_spec_loads(
+    open_registry: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A credential helper is a program that may take its time: the warm-up runs it in a
+    thread, and the spec loads meanwhile (the helper here waits until the spec has started
+    loading, and says whether it saw that)."""
+    repo = seeded(open_registry, "warm/helper", None)
+    helper = tmp_path / "bin" / "docker-credential-waits"
+    helper.parent.mkdir()
+    helper.write_text(HELPER.format(python=sys.executable))
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LOADED_FLAG", str(tmp_path / "loaded"))
+    monkeypatch.setenv("HELPER_SAW", str(tmp_path / "saw"))
+    (tmp_path / "config.json").write_text('{"credsStore": "waits"}')
+    with gated(open_registry, gate_requests=False) as route:
+        text = spec_text(route.registry.host, repo, fresh_tag())
+
+        def load() -> list[ManifestListSpec]:
+            (tmp_path / "loaded").write_text("")
+            return load_spec_text(text)
+
+        options = PushOptions(docker_config=tmp_path, client=ClientOptions(plain_http=True))
+        run_loading(load, options, [text])
+    assert (tmp_path / "saw").read_text() == "True"
 
 
 def test_a_silent_host_warmed_does_not_hold_up_an_invalid_spec(silent_port: int) -> None:

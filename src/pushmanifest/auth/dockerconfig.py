@@ -138,6 +138,10 @@ class DockerConfig:
             return self._from_auths_entry(auth_key, self.auths[auth_key])
         return None
 
+    def runs_helper_for(self, registry: str) -> bool:
+        """Whether :meth:`credentials_for` may run a credential helper (a program) for it."""
+        return bool(self.creds_store) or self._find_key(self.cred_helpers, registry) is not None
+
     def _find_key(self, table: Mapping[str, object], registry: str) -> Optional[str]:
         """The key of ``table`` that names ``registry``: the canonical spelling first."""
         if _is_docker_hub(registry):

@@ -100,13 +100,6 @@ def _merge_options(options: Optional[PushOptions], kwargs: dict[str, Any]) -> Pu
     return opts
 
 
-def credentials_for(options: PushOptions, registry: str, target: bool) -> Optional[Credentials]:
-    """The credentials a run uses for ``registry`` (as _Run._open_clients chooses them)."""
-    explicit = options.credentials if target else None
-    config = None if explicit is not None else load_docker_config(options.docker_config)
-    return resolve_credentials(registry, explicit=explicit, docker_config=config)
-
-
 class _Run:
     """One run: a client per registry, shared by every list in it."""
 
