@@ -108,10 +108,15 @@ def unique(items: Iterable[T]) -> list[T]:
 async def gather(aws: Iterable[Awaitable[T]]) -> list[T]:
     """Run concurrently; when several fail, raise the first failure and log the others."""
     results = await asyncio.gather(*aws, return_exceptions=True)
+    raise_first_failure(results)
+    return results  # type: ignore[return-value]
+
+
+def raise_first_failure(results: Iterable[object]) -> None:
+    """Where some of ``results`` are failures (exceptions): raise the first, log the others."""
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         for extra in errors[1:]:
             if isinstance(extra, PushManifestError):
                 log.error("%s", extra)
         raise errors[0]
-    return results  # type: ignore[return-value]

@@ -35,6 +35,7 @@ from .common import (
     gather,
     is_attestation,
     log,
+    raise_first_failure,
     target_refs,
     unique,
 )
@@ -339,7 +340,6 @@ class _Run:
         references, not as tasks (a bulk run's wave of 500 HEADs held a task and four coroutines
         for each, ~0.6 MiB at its peak, while 64 were in flight). As gather: every HEAD runs,
         the first failure is raised and the others logged."""
-        from ..errors import PushManifestError
 
         limit = max(1, self.options.client.max_concurrency)
         answers: list[Any] = [None] * len(refs)
@@ -359,12 +359,7 @@ class _Run:
 
         slots = [one_slot(q) for q in waiting.values() for _ in range(min(limit, len(q)))]
         await asyncio.gather(*slots)
-        errors = [answer for answer in answers if isinstance(answer, BaseException)]
-        if errors:
-            for extra in errors[1:]:
-                if isinstance(extra, PushManifestError):
-                    log.error("%s", extra)
-            raise errors[0]
+        raise_first_failure(answers)
         return answers
 
     async def _put(self, ref: Reference, manifest_list: ManifestList) -> str:
