@@ -76,7 +76,10 @@ _write = _events._SelectorSocketTransport.write
 
 
 def _first_write(self, data):
+    import gc
+
     counts.setdefault("before_first_request", sorted(set(sys.modules) - before))
+    counts.setdefault("gc_at_first_request", [gc.isenabled(), gc.get_freeze_count()])
     return _write(self, data)
 
 
@@ -144,3 +147,20 @@ def test_push_start_up_does_only_what_it_needs(open_registry: Any, tmp_path: Pat
         assert f"pushmanifest.pusher.{room}" not in imported
     for module in ("pushmanifest.layout", "pushmanifest.fromargs", "pushmanifest.metadata"):
         assert module not in imported
+    # The garbage collector, held while the command started, runs again once the spec has
+    # loaded, over what is made from then on (what start-up made is frozen).
+    enabled, frozen = counts["gc_at_first_request"]
+    assert enabled and frozen > 10_000
+
+
+def test_a_program_calling_main_keeps_its_garbage_collector_as_it_was() -> None:
+    import gc
+
+    from pushmanifest.cli.collector import start_up_ended
+
+    gc.disable()
+    try:
+        start_up_ended()  # not held by console_main: left alone
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

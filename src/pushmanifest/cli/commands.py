@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import InputError, SpecError
+from .collector import start_up_ended
 from .signals import _run_interruptibly
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def _run_from_spec(args: argparse.Namespace) -> int:
 
             fields = {"artifact_type": args.artifact_type, "subject": args.subject}
             specs = [with_list_fields(spec, **fields) for spec in specs]
+        start_up_ended()
         return specs
 
     # The registries the raw specs name are warmed while they load (pusher.warm); not when one
@@ -184,6 +186,8 @@ def _push_and_write(
 
     # --metadata-file -: the document is stdout, instead of a line (or object) per list.
     printing = metadata is None or metadata.path != "-"
+    if not texts:
+        start_up_ended()  # (from-spec's loader says so itself, when the spec has loaded)
     try:
         if texts:  # the specs load while their registries are warmed (pusher.warm)
             results = _run_interruptibly(lambda: push_loading_async(load, options, texts=texts))

@@ -18,6 +18,7 @@ from typing import NoReturn, Optional, TextIO
 from .. import __version__
 from .._imports import skip_pydantic_plugin_scan
 from ..errors import PushManifestError, SpecError
+from .collector import hold_gc
 from .commands import RUNS
 from .parsers import _PARSERS, COMMANDS, USAGE, _split_command
 from .signals import _sigterm_as_interrupt
@@ -93,6 +94,7 @@ def console_main() -> NoReturn:
     """The console script and ``python -m pushmanifest``: :func:`main` in a process of its own,
     which ends as soon as the command has (:func:`_end_process`)."""
     _skip_unused_imports()
+    hold_gc()
     _end_process(main())
 
 
