@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..reference import Reference, is_layout_text
 
 if TYPE_CHECKING:
+    from ..auth import DockerConfig
     from ..registry import RegistryClient
     from ..spec import ManifestListSpec
     from .results import PushOptions, PushResult
@@ -114,6 +115,7 @@ class Warmup:
         self._explicit: dict[str, bool] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._all: list[RegistryClient] = []
+        self._docker_config: Optional[DockerConfig] = None
         self._closed = False
 
     @classmethod
@@ -183,7 +185,9 @@ class Warmup:
 
         credentials = self.options.credentials if explicit else None
         if not explicit:  # docker's config: read here; a credential helper runs in a thread
-            config = load_docker_config(self.options.docker_config)
+            if self._docker_config is None:  # (once for every registry warmed)
+                self._docker_config = load_docker_config(self.options.docker_config)
+            config = self._docker_config
             if config.runs_helper_for(registry):
                 credentials = await asyncio.to_thread(config.credentials_for, registry)
             else:  # (no thread: the connections start now, before the spec's loader does)

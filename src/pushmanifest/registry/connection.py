@@ -316,13 +316,14 @@ class Connection:
         """
         attempts = max(1, self.options.retries) if retry and not QUIET.get() else 1
 
+        target = self._parsed_url(url)
+
         def build() -> httpx.Request:  # afresh for each attempt: auth sets its headers
             return self._client.build_request(
                 method, target, headers=headers, params=params, content=content
             )
 
         small = isinstance(content, (bytes, type(None)))
-        target = self._parsed_url(url)
         for attempt in range(1, attempts + 1):
             try:
                 response, body = await self._attempt(build, small, operation, image, cap, auth, raw)
