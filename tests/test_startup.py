@@ -9,6 +9,7 @@ process of its own, under a driver that counts, from its first line on:
 * whether ``importlib.metadata`` was imported (pydantic's plugin loader imports it even when
   every plugin is off);
 * CA stores loaded into an SSL context (plain HTTP needs none);
+* whether anyio's asyncio backend was imported (3.11+: connections are asyncio's own);
 * whether ``difflib`` was imported (only suggestions for a misspelt key or value need it);
 * the modules imported by the time the first request is sent: the rooms of features the push
   does not use (--append, copies from elsewhere and their referrers, OCI layouts, filters) are
@@ -147,6 +148,10 @@ def test_push_start_up_does_only_what_it_needs(open_registry: Any, tmp_path: Pat
         assert f"pushmanifest.pusher.{room}" not in imported
     for module in ("pushmanifest.layout", "pushmanifest.fromargs", "pushmanifest.metadata"):
         assert module not in imported
+    if sys.version_info >= (3, 11):
+        # Connections on asyncio's streams (netbackend.AsyncioBackend): anyio's backend, ~20 ms
+        # to import, is not needed by a push that goes well.
+        assert "anyio._backends._asyncio" not in imported
     # The garbage collector, held while the command started, runs again once the spec has
     # loaded, over what is made from then on (what start-up made is frozen).
     enabled, frozen = counts["gc_at_first_request"]

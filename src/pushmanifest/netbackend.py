@@ -1,10 +1,12 @@
-"""A network backend for httpcore (httpx's connection pool) that looks a socket up once.
+"""httpcore's network backend (what httpx's connection pool connects with), as the run uses it.
 
-Before each request, httpcore asks every pooled connection whether the server has closed it
-(``get_extra_info("is_readable")``); with anyio each answer rebuilds a table of socket
-attributes. In a bulk run (500 requests, 16 connections) that was ~40% of the client's CPU.
-The streams here ask their backend's stream for the socket once and keep it: everything else
-is passed through unchanged, TLS included (a TLS stream is a new stream, over the same socket).
+* :class:`AsyncioBackend` (Python 3.11+): connections on asyncio's own streams, in place of
+  httpcore's default (anyio's), whose import is ~20 ms of a push's start-up and whose reads and
+  writes each enter a cancel scope and an exception map.
+* :class:`CachedSocketBackend` (3.9, 3.10): httpcore's default, whose streams look their socket
+  up once. Before each request httpcore asks every pooled connection whether the server has
+  closed it (``get_extra_info("is_readable")``); with anyio each answer rebuilds a table of
+  socket attributes: in a bulk run (500 requests, 16 connections) ~40% of the client's CPU.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import select
 import ssl
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Optional, Union
 
 import httpcore
@@ -56,43 +58,6 @@ class CachedSocketStream(StreamWrapper):
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         super().__init__(stream)
         self._socket: Any = stream.get_extra_info("socket")
-        #: httpcore's anyio stream's own stream, read and written here directly (3.11+): see
-        #: read().
-        self._anyio: Any = _anyio_stream_of(stream)
-
-    async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
-        # As httpcore's AnyIOStream.read, without its two context managers per call (anyio's
-        # cancel scope for the timeout, its exception map): ~14 us of a HEAD's ~700.
-        anyio_stream = self._anyio
-        if anyio_stream is None:
-            return await self._stream.read(max_bytes, timeout)
-        errors = _anyio_errors()
-        try:
-            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
-                chunk: bytes = await anyio_stream.receive(max_bytes)
-                return chunk
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(exc) from exc
-        except errors.EndOfStream:
-            return b""
-        except (errors.BrokenResourceError, errors.ClosedResourceError) as exc:
-            raise httpcore.ReadError(exc) from exc
-
-    async def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
-        anyio_stream = self._anyio
-        if anyio_stream is None:
-            return await self._stream.write(buffer, timeout)
-        if not buffer:
-            return None
-        errors = _anyio_errors()
-        try:
-            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
-                await anyio_stream.send(buffer)
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(exc) from exc
-        except (errors.BrokenResourceError, errors.ClosedResourceError) as exc:
-            raise httpcore.WriteError(exc) from exc
-        return None
 
     async def start_tls(
         self,
@@ -140,6 +105,143 @@ class CachedSocketBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """A connection on asyncio's own streams (Python 3.11+: ``asyncio.timeout``,
+    ``StreamWriter.start_tls``), with httpcore's errors for what goes wrong."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._socket: Any = writer.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
+                return await self._reader.read(max_bytes)
+        except TimeoutError as exc:  # (before OSError: it is one)
+            raise httpcore.ReadTimeout(exc) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(exc) from exc
+
+    async def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
+        if not buffer:
+            return
+        try:
+            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
+                self._writer.write(buffer)
+                await self._writer.drain()
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(exc) from exc
+        except (OSError, RuntimeError) as exc:  # RuntimeError: written after the end
+            raise httpcore.WriteError(exc) from exc
+
+    async def aclose(self) -> None:
+        # As anyio's socket stream closes (httpcore's TLS streams send no close_notify first):
+        # what is buffered is flushed where it can be, then the socket is closed.
+        transport = self._writer.transport
+        if transport.is_closing():
+            return
+        transport.close()
+        await asyncio.sleep(0)
+        transport.abort()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
+                await self._writer.start_tls(  # type: ignore[attr-defined]  # 3.11+
+                    ssl_context, server_hostname=server_hostname
+                )
+        except BaseException as exc:
+            await self.aclose()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout(exc) from exc
+            if isinstance(exc, OSError):  # ssl.SSLError among them
+                raise httpcore.ConnectError(exc) from exc
+            raise
+        return AsyncioStream(self._reader, self._writer)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # Data or the end the transport has already taken off the socket, else the socket.
+            reader = self._reader
+            if getattr(reader, "_buffer", None) or reader.at_eof() or reader.exception():
+                return True
+            return _is_socket_readable(self._socket)
+        if info == "socket":
+            return self._socket
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        return self._writer.get_extra_info(info)  # ssl_object among them
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on asyncio alone, in place of its default (anyio's).
+
+    The same connections (TCP_NODELAY, addresses tried 250 ms apart, httpcore's errors), without
+    importing anyio's asyncio backend, whose ~3,000 lines cost ~20 ms of a push's start-up (a
+    fifth of the interpreter's own), nor its cancel scope and exception map per read and write.
+    A connection with socket options goes through httpcore's own backend, which sets them.
+    """
+
+    _fallback: Optional[httpcore.AsyncNetworkBackend] = None
+
+    def _default(self) -> httpcore.AsyncNetworkBackend:
+        if self._fallback is None:
+            self._fallback = CachedSocketBackend(httpcore.AnyIOBackend())
+        return self._fallback
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: Optional[float] = None,
+        local_address: Optional[str] = None,
+        socket_options: Optional[Iterable[_SocketOption]] = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if socket_options:
+            return await self._default().connect_tcp(
+                host, port, timeout, local_address, socket_options
+            )
+        local = (local_address, 0) if local_address else None
+        opening = asyncio.open_connection(host, port, local_addr=local, happy_eyeballs_delay=0.25)
+        return await _opened(opening, timeout)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: Optional[float] = None,
+        socket_options: Optional[Iterable[_SocketOption]] = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if socket_options:
+            return await self._default().connect_unix_socket(path, timeout, socket_options)
+        return await _opened(asyncio.open_unix_connection(path), timeout)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def _opened(
+    opening: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    timeout: Optional[float],
+) -> AsyncioStream:
+    """The stream of a connection ``opening``, within ``timeout``; httpcore's errors."""
+    try:
+        async with asyncio.timeout(timeout):  # type: ignore[attr-defined]  # 3.11+
+            reader, writer = await opening
+    except TimeoutError as exc:  # (before OSError: it is one)
+        raise httpcore.ConnectTimeout(exc) from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(exc) from exc
+    return AsyncioStream(reader, writer)
+
+
 def backend_pool(client: httpx.AsyncClient) -> Any:
     """``client``'s connection pool where it connects through a network backend: httpcore's as
     this version of httpx builds it, or one that says it does (registry.pool.OriginPool)."""
@@ -161,32 +263,21 @@ def network_backend(client: httpx.AsyncClient) -> Optional[httpcore.AsyncNetwork
 
 
 def install(client: httpx.AsyncClient) -> bool:
-    """Put the caching backend under ``client``'s own connection pool; False where it is not an
-    httpcore pool that this version of httpx builds (a custom transport, say): left as it is."""
+    """Put this module's backend under ``client``'s own connection pool: asyncio's
+    (:class:`AsyncioBackend`, 3.11+) in place of httpcore's default, else the default with its
+    sockets cached. False where it is not an httpcore pool that this version of httpx builds (a
+    custom transport, say): left as it is."""
     pool = backend_pool(client)
     if pool is None:
         return False
-    if not isinstance(pool._network_backend, CachedSocketBackend):
-        pool._network_backend = CachedSocketBackend(pool._network_backend)
+    backend = pool._network_backend
+    if isinstance(backend, (AsyncioBackend, CachedSocketBackend)):
+        return True
+    if sys.version_info >= (3, 11) and type(backend).__name__ == "AutoBackend":
+        pool._network_backend = AsyncioBackend()
+    else:
+        pool._network_backend = CachedSocketBackend(backend)
     return True
-
-
-def _anyio_stream_of(stream: httpcore.AsyncNetworkStream) -> Any:
-    """The anyio stream inside httpcore's ``AnyIOStream`` (plain TCP or TLS) on Python 3.11+
-    (asyncio.timeout); None for any other stream, which is then called as it is."""
-    kind = type(stream)
-    if (
-        sys.version_info < (3, 11)
-        or kind.__name__ != "AnyIOStream"
-        or kind.__module__ != "httpcore._backends.anyio"
-    ):
-        return None
-    return getattr(stream, "_stream", None)
-
-
-def _anyio_errors() -> Any:
-    # anyio is imported once a stream of it exists (httpcore's backend imported it).
-    return sys.modules["anyio"]
 
 
 def _is_socket_readable(sock: Any) -> bool:

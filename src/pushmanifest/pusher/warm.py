@@ -18,6 +18,7 @@ import asyncio
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -161,13 +162,15 @@ class Warmup:
         """
         if not self._tasks:
             return
-        # What the tasks import, imported here first: the network layers, and the modules
-        # httpcore and anyio import on a first connection (else imported in this thread while
-        # the loader thread runs: ~45 ms of the two taking turns, 300 context switches).
-        import importlib
+        # What the tasks import, imported here first: the network layers, and before 3.11
+        # the modules httpcore and anyio import on a first connection (else imported in this
+        # thread while the loader thread runs: ~45 ms of the two taking turns, 300 context
+        # switches). From 3.11 connections are asyncio's (netbackend.AsyncioBackend).
+        if sys.version_info < (3, 11):
+            import importlib
 
-        for module in ("anyio._backends._asyncio", "httpcore._backends.anyio"):
-            importlib.import_module(module)
+            for module in ("anyio._backends._asyncio", "httpcore._backends.anyio"):
+                importlib.import_module(module)
         from ..registry import RegistryClient  # noqa: F401
         from ..registry.warmup import warm_client  # noqa: F401
 

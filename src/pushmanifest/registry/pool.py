@@ -157,7 +157,7 @@ class OriginPool:
     def _new(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         self._open += 1
         self.opened += 1
-        connection = httpcore.AsyncHTTPConnection(
+        connection = _Connection(
             origin,
             ssl_context=self._ssl_context,
             keepalive_expiry=self._keepalive_expiry,
@@ -170,9 +170,9 @@ class OriginPool:
             socket_options=self._socket_options,
         )
         # httpcore's locks are anyio's: each acquisition enters a cancel scope and goes once
-        # round the event loop, three times per request. This pool gives a connection to one
-        # request at a time, so they are never contended: asyncio's lock (free uncontended) in
-        # their place. (The HTTP/1.1 connection's own lock: once it exists, see _release.)
+        # round the event loop, three times per request, and the first one imports anyio's
+        # asyncio backend (~20 ms). This pool gives a connection to one request at a time, so
+        # they are never contended: asyncio's lock (free uncontended) in their place.
         connection._request_lock = asyncio.Lock()  # type: ignore[assignment]
         return connection
 
@@ -215,7 +215,6 @@ class OriginPool:
         """Back to the idle stack of its origin when it can take another request; else closed
         and no longer counted. Either way the next waiter is woken."""
         if connection.is_available() and not self._closed:
-            _uncontended_state_lock(connection)
             key = _key(connection._origin)  # where httpcore keeps it (can_handle_request's)
             self._idle.setdefault(key, []).append(connection)
             self._wake()
@@ -278,13 +277,22 @@ class _ReleasingStream:
             await self._pool._release(self._connection)
 
 
-def _uncontended_state_lock(connection: httpcore.AsyncHTTPConnection) -> None:
-    """The state lock of ``connection``'s HTTP/1.1 connection made asyncio's (see _new)."""
-    inner = connection._connection
-    if type(inner) is httpcore.AsyncHTTP11Connection and not isinstance(
-        inner._state_lock, asyncio.Lock
-    ):
-        inner._state_lock = asyncio.Lock()  # type: ignore[assignment]
+class _Connection(httpcore.AsyncHTTPConnection):
+    """httpcore's connection, whose HTTP/1.1 connection gets asyncio's lock as it is made (see
+    OriginPool._new): httpcore's request handling is left whole (respx, say, patches it)."""
+
+    _inner: Optional[httpcore.AsyncConnectionInterface] = None
+
+    @property
+    def _connection(self) -> Optional[httpcore.AsyncConnectionInterface]:
+        return self._inner
+
+    @_connection.setter
+    def _connection(self, inner: Optional[httpcore.AsyncConnectionInterface]) -> None:
+        # Set by httpcore once connected, before the first request takes the lock.
+        if type(inner) is httpcore.AsyncHTTP11Connection:
+            inner._state_lock = asyncio.Lock()  # type: ignore[assignment]
+        self._inner = inner
 
 
 async def _close(connection: httpcore.AsyncHTTPConnection) -> None:
