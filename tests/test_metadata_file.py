@@ -75,13 +75,18 @@ def check_against_registry(server: Any, registry_host: str, listed: dict[str, An
         "size": listed["size"],
     }
     assert listed["image.name"] == ",".join(listed["tags"])
+    # OCI 1.1's fields, as the index holds them (none on these lists).
+    assert listed["artifactType"] == held.get("artifactType")
+    assert listed["subject"] == held.get("subject")
 
 
 #: Version 1's keys: only ever added to (a test fails on any other change), and each in README.
 DOCUMENT_KEYS = {"version", "dryRun", "complete", "error", "lists", "notWritten"}
 LIST_KEYS = {"name", "digest", "size", "mediaType", "image", "tags", "written", "annotations"}
-LIST_KEYS |= {"manifests", *BUILDX_KEYS}
+LIST_KEYS |= {"manifests", "artifactType", "subject", "referrers", *BUILDX_KEYS}
 ENTRY_KEYS = {"digest", "size", "mediaType", "platform", "annotations", "source", "image"}
+REFERRER_KEYS = {"subject", "digest", "size", "mediaType", "artifactType", "source", "image"}
+REFERRER_KEYS |= {"found", "tag"}
 
 
 def check_keys_are_version_1s(document: dict[str, Any]) -> None:
@@ -91,10 +96,12 @@ def check_keys_are_version_1s(document: dict[str, Any]) -> None:
         assert set(listed) == LIST_KEYS
         for entry in listed["manifests"]:
             assert set(entry) == ENTRY_KEYS
+        for referrer in listed["referrers"]:
+            assert set(referrer) == REFERRER_KEYS
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("### Metadata file") :]
     section = section[: section.index("\n## ")]
-    for key in DOCUMENT_KEYS | LIST_KEYS | ENTRY_KEYS:
+    for key in DOCUMENT_KEYS | LIST_KEYS | ENTRY_KEYS | REFERRER_KEYS:
         assert f"`{key}`" in section or f".{key}`" in section, f"README: {key} undocumented"
 
 

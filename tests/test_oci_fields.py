@@ -252,10 +252,13 @@ def test_from_spec_keys_and_cli_overrides(tmp_path: Path, open_registry: Any) ->
         f"  - image: {host}/oci/spec:amd64\n"
         "    annotations: {from: spec, both: spec}\n"
     )
-    result = run_cli("from-spec", str(spec), cwd=tmp_path)
+    result = run_cli("from-spec", "--metadata-file", "m.json", str(spec), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads(read_manifest(open_registry, "oci/spec", "1")[0])
     assert data["subject"]["digest"] == first.digest
+    # The metadata file says what the index holds (for a step that signs or checks it).
+    [listed] = json.loads((tmp_path / "m.json").read_text())["lists"]
+    assert (listed["artifactType"], listed["subject"]) == (ARTIFACT, data["subject"])
     assert data["manifests"][0]["annotations"] == {"both": "spec", "from": "spec"}
     # The command line wins over the spec: another subject (a Docker image), another type.
     result = run_cli(

@@ -209,6 +209,24 @@ def test_referrers_come_along_to_another_registry(
     }
     assert {r.subject for r in result.referrers} == {signed.image.digest}
     assert plain.digest not in {r.subject for r in result.referrers}
+    # The metadata file (result.metadata()'s list) names each where it now is, for cosign verify.
+    name = f"{token_registry.host}/alice/supply"
+    listed = {r["digest"]: r for r in result.metadata()["referrers"]}
+    assert {d: (r["image"], r["tag"], r["found"]) for d, r in listed.items()} == {
+        signed.sbom.digest: (f"{name}@{signed.sbom.digest}", None, "referrers tag"),
+        signed.signature.digest: (
+            f"{name}@{signed.signature.digest}",
+            f"{name}:{hexed}.sig",
+            "cosign tag",
+        ),
+        signed.attestation.digest: (  # type: ignore[union-attr]
+            f"{name}@{signed.attestation.digest}",  # type: ignore[union-attr]
+            f"{name}:{hexed}.att",
+            "cosign tag",
+        ),
+    }
+    assert {r["subject"] for r in listed.values()} == {signed.image.digest}
+    assert {r["source"] for r in listed.values()} == {f"{open_registry.host}/supply/app:amd64"}
 
 
 def test_same_registry_mounts_the_referrers_blobs(open_registry: Any, skopeo: str) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Optional, TypedDict
 from .errors import InputError, PushManifestError
 
 if TYPE_CHECKING:
+    from .manifest import Descriptor
     from .pusher import PushResult
 
 #: The version of the document's shape (its ``version`` key).
@@ -63,6 +64,28 @@ class EntryMetadata(TypedDict):
     image: str
 
 
+class ReferrerMetadata(TypedDict):
+    """An artifact copied along with an entry (a signature, an attestation, an SBOM)."""
+
+    #: The digest of the entry it refers to.
+    subject: str
+    digest: str
+    size: int
+    mediaType: str
+    #: OCI 1.1's artifactType (else the config's media type; for cosign's tags, the first
+    #: layer's media type).
+    artifactType: str
+    #: The source repository it was found in, as the spec named the image.
+    source: str
+    #: NAME@DIGEST of the artifact in the target repository.
+    image: str
+    #: How it was found: "referrers API", "referrers tag" or "cosign tag".
+    found: str
+    #: cosign's tag it is written under in the target too (NAME:sha256-<hex>.sig); None for
+    #: the others.
+    tag: Optional[str]
+
+
 ListMetadata = TypedDict(
     "ListMetadata",
     {
@@ -80,6 +103,12 @@ ListMetadata = TypedDict(
         "written": list[str],
         "annotations": dict[str, str],
         "manifests": list[EntryMetadata],
+        # OCI 1.1's fields of the index: its artifactType and the descriptor of its subject
+        # (None: not set).
+        "artifactType": Optional[str],
+        "subject": Optional[BuildxDescriptor],
+        # The artifacts referring to the entries, copied into the target repository with them.
+        "referrers": list[ReferrerMetadata],
         # docker buildx's keys: the same digest, descriptor and NAME:TAG,NAME:TAG.
         "containerimage.digest": str,
         "containerimage.descriptor": BuildxDescriptor,
@@ -119,6 +148,7 @@ def list_metadata(result: PushResult) -> ListMetadata:
     target = result.target
     name = target.name
     tags = [str(target.with_tag(tag)) for tag in result.tags]
+    index = result.manifest_list
     entries: list[EntryMetadata] = [
         {
             "digest": entry.descriptor.digest,
@@ -139,8 +169,24 @@ def list_metadata(result: PushResult) -> ListMetadata:
         "image": f"{name}@{result.digest}",
         "tags": tags,
         "written": [str(target.with_tag(tag)) for tag in result.written],
-        "annotations": dict(result.manifest_list.annotations),
+        "annotations": dict(index.annotations),
         "manifests": entries,
+        "artifactType": index.artifact_type or None,
+        "subject": _descriptor(index.subject) if index.subject is not None else None,
+        "referrers": [
+            {
+                "subject": referrer.subject,
+                "digest": referrer.digest,
+                "size": referrer.size,
+                "mediaType": referrer.media_type,
+                "artifactType": referrer.artifact_type,
+                "source": str(referrer.source),
+                "image": f"{name}@{referrer.digest}",
+                "found": referrer.found,
+                "tag": str(target.with_tag(referrer.tag)) if referrer.tag else None,
+            }
+            for referrer in result.referrers
+        ],
         "containerimage.digest": result.digest,
         "containerimage.descriptor": {
             "mediaType": result.media_type,
@@ -148,6 +194,14 @@ def list_metadata(result: PushResult) -> ListMetadata:
             "size": result.size,
         },
         "image.name": ",".join(tags),
+    }
+
+
+def _descriptor(descriptor: Descriptor) -> BuildxDescriptor:
+    return {
+        "mediaType": descriptor.media_type,
+        "digest": descriptor.digest,
+        "size": descriptor.size,
     }
 
 
