@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Optional, TypedDict
 from .errors import InputError, PushManifestError
 
 if TYPE_CHECKING:
-    from .manifest import Descriptor
     from .pusher import PushResult
 
 #: The version of the document's shape (its ``version`` key).
@@ -149,6 +148,7 @@ def list_metadata(result: PushResult) -> ListMetadata:
     name = target.name
     tags = [str(target.with_tag(tag)) for tag in result.tags]
     index = result.manifest_list
+    subject = index.subject
     entries: list[EntryMetadata] = [
         {
             "digest": entry.descriptor.digest,
@@ -172,7 +172,11 @@ def list_metadata(result: PushResult) -> ListMetadata:
         "annotations": dict(index.annotations),
         "manifests": entries,
         "artifactType": index.artifact_type or None,
-        "subject": _descriptor(index.subject) if index.subject is not None else None,
+        "subject": (
+            None
+            if subject is None
+            else _descriptor(subject.media_type, subject.digest, subject.size)
+        ),
         "referrers": [
             {
                 "subject": referrer.subject,
@@ -188,21 +192,13 @@ def list_metadata(result: PushResult) -> ListMetadata:
             for referrer in result.referrers
         ],
         "containerimage.digest": result.digest,
-        "containerimage.descriptor": {
-            "mediaType": result.media_type,
-            "digest": result.digest,
-            "size": result.size,
-        },
+        "containerimage.descriptor": _descriptor(result.media_type, result.digest, result.size),
         "image.name": ",".join(tags),
     }
 
 
-def _descriptor(descriptor: Descriptor) -> BuildxDescriptor:
-    return {
-        "mediaType": descriptor.media_type,
-        "digest": descriptor.digest,
-        "size": descriptor.size,
-    }
+def _descriptor(media_type: str, digest: str, size: int) -> BuildxDescriptor:
+    return {"mediaType": media_type, "digest": digest, "size": size}
 
 
 def run_metadata(

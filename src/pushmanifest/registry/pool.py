@@ -157,7 +157,7 @@ class OriginPool:
     def _new(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         self._open += 1
         self.opened += 1
-        connection = _Connection(
+        return _Connection(
             origin,
             ssl_context=self._ssl_context,
             keepalive_expiry=self._keepalive_expiry,
@@ -169,12 +169,6 @@ class OriginPool:
             network_backend=self._network_backend,
             socket_options=self._socket_options,
         )
-        # httpcore's locks are anyio's: each acquisition enters a cancel scope and goes once
-        # round the event loop, three times per request, and the first one imports anyio's
-        # asyncio backend (~20 ms). This pool gives a connection to one request at a time, so
-        # they are never contended: asyncio's lock (free uncontended) in their place.
-        connection._request_lock = asyncio.Lock()  # type: ignore[assignment]
-        return connection
 
     def _idle_elsewhere(self, key: _Key) -> Optional[httpcore.AsyncHTTPConnection]:
         for other, idle in self._idle.items():
@@ -278,10 +272,20 @@ class _ReleasingStream:
 
 
 class _Connection(httpcore.AsyncHTTPConnection):
-    """httpcore's connection, whose HTTP/1.1 connection gets asyncio's lock as it is made (see
-    OriginPool._new): httpcore's request handling is left whole (respx, say, patches it)."""
+    """httpcore's connection with asyncio's locks, its own and its HTTP/1.1 connection's (made
+    once connected); httpcore's request handling is left whole (respx, say, patches it).
+
+    httpcore's locks are anyio's: each acquisition enters a cancel scope and goes once round the
+    event loop, three times per request, and the first one imports anyio's asyncio backend
+    (~20 ms). OriginPool gives a connection to one request at a time, so they are never
+    contended: asyncio's lock (free uncontended) in their place.
+    """
 
     _inner: Optional[httpcore.AsyncConnectionInterface] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_lock = asyncio.Lock()  # type: ignore[assignment]
 
     @property
     def _connection(self) -> Optional[httpcore.AsyncConnectionInterface]:
